@@ -1,0 +1,63 @@
+"""Task runners and the Prefect API they report to.
+
+* ``dask_runner``: a Dask LocalCluster by default, or an existing scheduler by address.
+* ``prefect_api``: with no ``PREFECT_API_URL`` configured, Prefect would start a temporary server in the
+  flow process *and another in every Dask worker process* (about 25 s each, and the workers' task runs
+  would land in a database nobody sees). This starts one temporary server and points this process and
+  the workers it spawns at it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect_dask import DaskTaskRunner
+
+
+def dask_runner(address: str | None = None, n_workers: int | None = None) -> DaskTaskRunner:
+    """DaskTaskRunner for ``address`` (e.g. ``tcp://10.0.0.5:8786``; also ``VOXCLUST_DASK_ADDRESS``), else a
+    LocalCluster of ``n_workers`` single-threaded worker processes (default: one per core)."""
+    address = address or os.environ.get("VOXCLUST_DASK_ADDRESS") or None
+    if address:
+        return DaskTaskRunner(address=address)
+    n = n_workers or int(os.environ.get("VOXCLUST_DASK_WORKERS", "0")) or os.cpu_count() or 1
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
+    )
+
+
+def _drain_prefect_workers(timeout_s: float = 15.0) -> None:
+    """Send queued logs and events before the server they go to stops (else the process hangs retrying)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout_s, at_exit=False)
+
+
+@contextmanager
+def prefect_api() -> Iterator[str]:
+    """Yield the Prefect API URL in use, starting one shared temporary server when none is configured."""
+    configured = PREFECT_API_URL.value()
+    if configured:
+        yield configured
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start(timeout=int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")))
+    before = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = server.api_url  # inherited by spawned Dask workers
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+    finally:
+        _drain_prefect_workers()
+        if before is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = before
+        server.stop()

@@ -1,0 +1,71 @@
+"""voxelize-batch: list a scan batch, voxelize its chunks over Dask, finalise the store manifest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, unmapped
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.futures import as_completed
+
+from flows.runners import dask_runner
+from lib.pipeline import group_jobs
+from lib.readers import ReadLimits
+from lib.voxelize import VoxelConfig
+from tasks.voxelize import finalize_store, plan_batch, voxelize_chunks
+
+
+@flow(name="voxelize-batch", task_runner=dask_runner())  # type: ignore[arg-type]
+def voxelize_batch(
+    batch_url: str,
+    store_url: str,
+    voxel: VoxelConfig | None = None,
+    batch_name: str | None = None,
+    items_per_task: int = 256,
+    chunk_items: int | None = None,
+    max_bytes: int = ReadLimits.max_bytes,
+    max_vertices: int = ReadLimits.max_vertices,
+) -> dict[str, Any]:
+    """Voxelize every new item of the batch at ``batch_url`` into the voxel store at ``store_url``.
+
+    Items already stored (or failed) are skipped; chunks of an earlier run that died are redone.
+    ``voxel`` settings apply when the store is created; an existing store keeps its own (and refuses
+    different ones).
+    """
+    log = get_run_logger()
+    limits = ReadLimits(max_bytes=max_bytes, max_vertices=max_vertices)
+    plan = plan_batch(batch_url, store_url, voxel, batch_name, chunk_items)
+    todo = sum(len(job.items) for job in plan.jobs)
+    log.info(
+        "batch %s: %d items, %d already done, %d new, %d resumed; %d chunks to write",
+        plan.batch, plan.total, plan.skipped, plan.reserved, plan.resumed, len(plan.jobs),
+    )
+    groups = group_jobs(plan.jobs, items_per_task)
+    progress: Any = create_progress_artifact(0.0, key="voxelize-progress", description=f"voxelize {plan.batch}")
+    futures = voxelize_chunks.map(
+        groups, unmapped(plan.source), unmapped(store_url), unmapped(plan.voxel), unmapped(limits)
+    )
+    done = stored = failed = 0
+    for fut in as_completed(futures):
+        for chunk in fut.result():
+            done += chunk.stored + chunk.failed
+            stored += chunk.stored
+            failed += chunk.failed
+        update_progress_artifact(progress, 100.0 * done / max(todo, 1))
+        log.info("voxelized %d/%d items (%d stored, %d failed)", done, todo, stored, failed)
+    summary = finalize_store(store_url)
+    result = {
+        "batch": plan.batch,
+        "items": plan.total,
+        "skipped": plan.skipped,
+        "processed": done,
+        "stored": stored,
+        "failed": failed,
+        "store": summary,
+    }
+    create_table_artifact(
+        [{k: v for k, v in result.items() if k != "store"} | {"store": store_url}],
+        key="voxelize-summary",
+        description=f"voxelize-batch {plan.batch}",
+    )
+    return result

@@ -1,0 +1,104 @@
+"""The voxelize work, without any orchestration: plan a batch, process chunks, finalise.
+
+The Prefect flow (``flows/voxelize.py``) and the bare process-pool benchmark both call these functions, so
+they do the same work and write the same store.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from lib.batch import batch_name_from_url, list_batch
+from lib.readers import ReadError, ReadLimits, read_geometry
+from lib.storage import Storage, open_storage
+from lib.store import FAILED, STORED, BatchPlan, ChunkJob, ItemResult, VoxelStore
+from lib.voxelize import VoxelConfig, voxelize
+
+
+@dataclass(frozen=True)
+class ChunkSummary:
+    chunk: int
+    stored: int
+    failed: int
+    seconds: float
+
+
+@lru_cache(maxsize=16)
+def _storage(url: str) -> Storage:
+    """One client per URL and process (workers handle many chunks)."""
+    return open_storage(url)
+
+
+def plan_batch(
+    batch_url: str,
+    store_url: str,
+    voxel: VoxelConfig | None = None,
+    batch_name: str | None = None,
+    chunk_items: int | None = None,
+) -> BatchPlan:
+    """List the batch (fails early on a missing batch or bad store URL) and reserve its rows."""
+    batch = open_storage(batch_url)
+    items = list_batch(batch)
+    store = VoxelStore.open_or_create(store_url, voxel, chunk_items)
+    return store.plan(batch_name or batch_name_from_url(batch.url), batch.url, items)
+
+
+def voxelize_item(source: str, data: bytes, voxel: VoxelConfig, limits: ReadLimits) -> np.ndarray:
+    """Read and voxelize one file; ReadError for anything wrong with it."""
+    geometry = read_geometry(source, data, limits)
+    try:
+        grid = voxelize(geometry, voxel)
+    except (ValueError, IndexError, MemoryError) as exc:
+        raise ReadError(source, f"cannot voxelize: {exc}") from exc
+    if not grid.any():
+        raise ReadError(source, "voxelized to an empty grid")
+    return grid
+
+
+def process_chunk(
+    job: ChunkJob, batch_url: str, store_url: str, voxel: VoxelConfig, limits: ReadLimits
+) -> ChunkSummary:
+    """Voxelize every item of one chunk and write the chunk and its commit record.
+
+    A bad item is recorded as failed with its reason; the chunk still completes.
+    """
+    t0 = time.perf_counter()
+    batch = _storage(batch_url)
+    grids: dict[int, np.ndarray] = {}
+    results: list[ItemResult] = []
+    for item in job.items:
+        try:
+            if item.size > limits.max_bytes:
+                raise ReadError(item.key, f"file is {item.size} bytes, over the limit of {limits.max_bytes}")
+            try:
+                data = batch.read_bytes(item.key)
+            except FileNotFoundError as exc:
+                raise ReadError(item.key, "file no longer exists in the batch") from exc
+            grid = voxelize_item(item.key, data, voxel, limits)
+        except ReadError as exc:
+            results.append(ItemResult(item.row, FAILED, exc.reason))
+            continue
+        grids[item.row] = grid
+        results.append(ItemResult(item.row, STORED, "", int(grid.sum())))
+    VoxelStore(_storage(store_url)).write_chunk(job, grids, results)
+    return ChunkSummary(job.chunk, len(grids), len(results) - len(grids), time.perf_counter() - t0)
+
+
+def group_jobs(jobs: list[ChunkJob], items_per_task: int) -> list[list[ChunkJob]]:
+    """Consecutive chunks into task-sized groups of at least one chunk each."""
+    groups: list[list[ChunkJob]] = []
+    current: list[ChunkJob] = []
+    count = 0
+    for job in jobs:
+        if current and count + len(job.items) > items_per_task:
+            groups.append(current)
+            current, count = [], 0
+        current.append(job)
+        count += len(job.items)
+    if current:
+        groups.append(current)
+    return groups

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# voxclust quick start. Creates .venv (Python 3.11) when it is missing or out of date, then:
+#   ./quickstart.sh demo [ARGS]   generate a demo scan batch, voxelize it into a local store, print a summary
+#   ./quickstart.sh test [ARGS]   ruff, mypy and the pytest suite (what CI runs)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PY=${PYTHON:-python3.11}
+VENV=.venv
+STAMP=$VENV/.voxclust-installed
+
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  command -v "$PY" >/dev/null || { echo "voxclust needs $PY on PATH (set PYTHON=... to choose another 3.11)" >&2; exit 1; }
+  echo "setting up $VENV (one time, a few minutes)..." >&2
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev]"
+  echo "$want" > "$STAMP"
+fi
+
+# Offline-safe Prefect defaults (ephemeral API unless PREFECT_API_URL is set).
+export PREFECT_SERVER_ANALYTICS_ENABLED=${PREFECT_SERVER_ANALYTICS_ENABLED:-false}
+export DO_NOT_TRACK=${DO_NOT_TRACK:-1}
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=${PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS:-120}
+
+cmd=${1:-demo}
+shift || true
+case "$cmd" in
+  demo)
+    exec "$VENV/bin/voxclust" demo "$@"
+    ;;
+  test)
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/mypy"
+    exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  *)
+    echo "usage: ./quickstart.sh demo|test [ARGS]" >&2
+    exit 2
+    ;;
+esac

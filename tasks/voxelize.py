@@ -1,0 +1,40 @@
+"""Prefect task wrappers for the voxelize work (logic lives in lib.pipeline and lib.store)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from lib import pipeline
+from lib.readers import ReadLimits
+from lib.store import BatchPlan, ChunkJob, VoxelStore
+from lib.voxelize import VoxelConfig
+
+
+@task(name="plan-batch", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def plan_batch(
+    batch_url: str, store_url: str, voxel: VoxelConfig | None, batch_name: str | None, chunk_items: int | None
+) -> BatchPlan:
+    return pipeline.plan_batch(batch_url, store_url, voxel, batch_name, chunk_items)
+
+
+@task(
+    name="voxelize-chunks",
+    retries=3,
+    retry_delay_seconds=[1, 5, 15],
+    tags=["voxelize"],
+    cache_policy=NO_CACHE,
+)
+def voxelize_chunks(
+    jobs: list[ChunkJob], batch_url: str, store_url: str, voxel: VoxelConfig, limits: ReadLimits
+) -> list[pipeline.ChunkSummary]:
+    return [pipeline.process_chunk(job, batch_url, store_url, voxel, limits) for job in jobs]
+
+
+@task(name="finalize-store", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def finalize_store(store_url: str) -> dict[str, Any]:
+    store = VoxelStore.open(store_url)
+    store.finalize()
+    return store.summary()

@@ -1,0 +1,256 @@
+"""The ``voxclust`` command line.
+
+Every command takes storage URLs: a local path, ``file://...`` or ``s3://bucket/prefix`` (endpoint and
+credentials from the standard AWS environment: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
+Flows run over a Dask LocalCluster unless ``--dask-address`` (or ``VOXCLUST_DASK_ADDRESS``) names a
+scheduler, and report to the Prefect API in ``PREFECT_API_URL`` (a temporary local one when unset).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="voxclust",
+    help="Group 3D scans by shape: voxelize scan batches into zarr stores on object storage.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+DATA_DIR = Path(os.environ.get("VOXCLUST_HOME", "voxclust-data"))
+
+BatchName = Annotated[str | None, typer.Option(help="name of the batch in the store (default: last URL part)")]
+Resolution = Annotated[int | None, typer.Option("--resolution", "-r", help="grid side for a new store (32 or 64)")]
+Mode = Annotated[str | None, typer.Option(help="meshes: 'solid' (filled) or 'surface'; new stores only")]
+UpAxis = Annotated[str | None, typer.Option(help="the sources' up axis (x, y, z, -x, -y, -z); new stores only")]
+DaskAddress = Annotated[
+    str | None, typer.Option(help="existing Dask scheduler, e.g. tcp://host:8786 (env VOXCLUST_DASK_ADDRESS)")
+]
+Workers = Annotated[int | None, typer.Option(help="LocalCluster worker processes (default: one per core)")]
+AsJson = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
+
+
+def _prefect_defaults() -> None:
+    """Offline-safe Prefect defaults, unless the user set them."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """User mistakes end as one line on stderr and exit code 2, not a traceback."""
+    from pydantic import ValidationError
+
+    from lib.batch import BatchError
+    from lib.importer import NpzImportError
+    from lib.storage import StorageError
+    from lib.store import StoreError
+
+    try:
+        yield
+    except (StorageError, StoreError, BatchError, NpzImportError, FileNotFoundError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        err.print(f"[red]error:[/red] {where}: {first['msg']}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _voxel_config(resolution: int | None, mode: str | None, up_axis: str | None) -> Any:
+    from lib.voxelize import VoxelConfig
+
+    given = {k: v for k, v in {"resolution": resolution, "mode": mode, "up_axis": up_axis}.items() if v is not None}
+    return VoxelConfig.model_validate(given) if given else None
+
+
+def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    table = Table(title=f"voxel store {summary['store']}", show_header=False)
+    for key in ("resolution", "mode", "items", "stored", "failed", "pending", "batches", "splits"):
+        table.add_row(key, str(summary[key]))
+    classes = summary.get("classes") or {}
+    if classes:
+        table.add_row("classes", ", ".join(f"{c} {n}" for c, n in classes.items()))
+    out.print(table)
+
+
+def _preflight(batch_url: str, store_url: str) -> None:
+    """Fail before any work starts on a bad URL, a missing batch or an unreachable endpoint."""
+    from lib.storage import open_storage
+
+    open_storage(batch_url).check(must_exist=True)
+    open_storage(store_url).check()
+
+
+def _run_voxelize(
+    batch_url: str,
+    store_url: str,
+    voxel: Any,
+    batch_name: str | None,
+    items_per_task: int,
+    dask_address: str | None,
+    workers: int | None,
+) -> dict[str, Any]:
+    _prefect_defaults()
+    from flows.runners import dask_runner, prefect_api
+    from flows.voxelize import voxelize_batch
+
+    flow_fn: Callable[..., dict[str, Any]] = voxelize_batch.with_options(
+        task_runner=dask_runner(dask_address, workers)  # type: ignore[arg-type]
+    )
+    with prefect_api():
+        return flow_fn(
+            batch_url=batch_url,
+            store_url=store_url,
+            voxel=voxel,
+            batch_name=batch_name,
+            items_per_task=items_per_task,
+        )
+
+
+@app.command("demo-batch")
+def demo_batch(
+    out_url: Annotated[str, typer.Option("--out", help="where to write the batch (path or s3://...)")],
+    n_per_class: Annotated[int, typer.Option(min=1, help="shapes per class")] = 20,
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same files)")] = 0,
+) -> None:
+    """Write a procedural demo scan batch (meshes in several formats plus point clouds)."""
+    with _user_errors():
+        from lib.demo import write_demo_batch
+
+        n = write_demo_batch(out_url, n_per_class=n_per_class, seed=seed)
+        out.print(f"wrote {n} demo files to {out_url}")
+
+
+@app.command()
+def voxelize(
+    batch_url: Annotated[str, typer.Argument(help="the scan batch: a folder, file:// or s3:// prefix")],
+    store_url: Annotated[str, typer.Option("--out", help="the voxel store (created if missing)")],
+    resolution: Resolution = None,
+    mode: Mode = None,
+    up_axis: UpAxis = None,
+    batch_name: BatchName = None,
+    items_per_task: Annotated[int, typer.Option(min=1, help="items per Prefect task")] = 256,
+    dask_address: DaskAddress = None,
+    workers: Workers = None,
+    as_json: AsJson = False,
+) -> None:
+    """Voxelize a scan batch into a voxel store (a Prefect flow over Dask). Re-runs store nothing twice."""
+    with _user_errors():
+        voxel = _voxel_config(resolution, mode, up_axis)
+        _preflight(batch_url, store_url)
+        result = _run_voxelize(batch_url, store_url, voxel, batch_name, items_per_task, dask_address, workers)
+        if as_json:
+            out.print_json(json.dumps(result))
+            return
+        out.print(
+            f"batch {result['batch']}: {result['items']} items, {result['skipped']} already done, "
+            f"{result['stored']} stored, {result['failed']} failed now"
+        )
+        _print_summary(result["store"], False)
+
+
+@app.command("import")
+def import_grids(
+    file: Annotated[Path, typer.Argument(help=".npz with X_train/y_train/X_test/y_test (or X/y/split)")],
+    store_url: Annotated[str, typer.Option("--out", help="the voxel store (created if missing)")],
+    classes: Annotated[str | None, typer.Option(help="comma-separated class names for label numbers")] = None,
+    batch_name: BatchName = None,
+    resolution: Resolution = None,
+    as_json: AsJson = False,
+) -> None:
+    """Import grids people already have into a voxel store (resampled to the store's resolution)."""
+    with _user_errors():
+        from lib.importer import import_npz
+        from lib.store import VoxelStore
+
+        if not file.is_file():
+            raise FileNotFoundError(f"{file}: no such file")
+        names = [c.strip() for c in classes.split(",")] if classes else None
+        counts = import_npz(file, store_url, names, batch_name, resolution)
+        if as_json:
+            out.print_json(json.dumps(counts))
+            return
+        out.print(
+            f"imported {file}: {counts['items']} items, {counts['skipped']} already there, "
+            f"{counts['stored']} stored, {counts['failed']} failed"
+        )
+        _print_summary(VoxelStore.open(store_url).summary(), False)
+
+
+@app.command()
+def info(
+    store_url: Annotated[str, typer.Argument(help="the voxel store")],
+    failed: Annotated[bool, typer.Option(help="also list failed items and why")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Summarise a voxel store."""
+    with _user_errors():
+        from lib.store import FAILED, VoxelStore
+
+        store = VoxelStore.open(store_url)
+        summary = store.summary()
+        if failed:
+            summary["failed_items"] = [
+                {"item_id": r["item_id"], "reason": r["reason"]} for r in store.records(FAILED)
+            ]
+        _print_summary(summary, as_json)
+        if failed and not as_json:
+            for rec in summary["failed_items"]:
+                out.print(f"  failed {rec['item_id']}: {rec['reason']}", highlight=False)
+
+
+@app.command()
+def demo(
+    store_url: Annotated[str | None, typer.Option("--store", help="voxel store (default: voxclust-data/store)")] = None,
+    batch_url: Annotated[
+        str | None, typer.Option("--batch", help="demo batch location (default: voxclust-data/batches/demo)")
+    ] = None,
+    n_per_class: Annotated[int, typer.Option(min=1, help="demo shapes per class")] = 20,
+    dask_address: DaskAddress = None,
+    workers: Workers = None,
+) -> None:
+    """The main job on the embedded default: generate a demo batch, voxelize it, summarise the store."""
+    with _user_errors():
+        from lib.demo import write_demo_batch
+
+        batch_url = batch_url or str(DATA_DIR / "batches" / "demo")
+        store_url = store_url or str(DATA_DIR / "store")
+        n = write_demo_batch(batch_url, n_per_class=n_per_class, seed=0)
+        out.print(f"[bold]1/2[/bold] demo batch: {n} files in {batch_url}")
+        _preflight(batch_url, store_url)
+        out.print("[bold]2/2[/bold] voxelizing (Prefect flow over Dask)...")
+        result = _run_voxelize(batch_url, store_url, None, "demo", 256, dask_address, workers)
+        _print_summary(result["store"], False)
+        where = Path(store_url).absolute() if "://" not in store_url else store_url
+        out.print(f"voxel store: [bold]{where}[/bold]")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
