@@ -1,0 +1,141 @@
+"""Voxel store semantics on a local directory and on S3: reservation, chunk ownership, resume, append."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import numpy as np
+import pytest
+
+from lib.batch import BatchItem
+from lib.storage import Storage, open_storage
+from lib.store import FAILED, PENDING, STORED, ItemResult, StoreError, VoxelStore
+from lib.voxelize import VoxelConfig
+
+R = 8
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request, tmp_path) -> Storage:  # type: ignore[no-untyped-def]
+    if request.param == "local":
+        return open_storage(tmp_path / "store")
+    bucket = request.getfixturevalue("s3_bucket")
+    return open_storage(f"s3://{bucket}/stores/one")
+
+
+def items(n: int, prefix: str = "f", label: str | None = "cls") -> list[BatchItem]:
+    return [BatchItem(f"{prefix}{i:03d}.off", 10, label, "train" if i % 4 else "test") for i in range(n)]
+
+
+def grid_for(row: int) -> np.ndarray:
+    g = np.zeros((R, R, R), bool)
+    g[row % R, : (row % R) + 1, 1] = True
+    return g
+
+
+def write_all(store: VoxelStore, plan_jobs, fail_rows=()) -> None:  # type: ignore[no-untyped-def]
+    for job in plan_jobs:
+        grids = {it.row: grid_for(it.row) for it in job.items if it.row not in fail_rows}
+        results = [
+            ItemResult(it.row, FAILED, "bad file") if it.row in fail_rows else ItemResult(it.row, STORED, "", 1)
+            for it in job.items
+        ]
+        store.write_chunk(job, grids, results)
+
+
+def chunk_digests(storage: Storage) -> dict[str, str]:
+    return {
+        o.key: hashlib.sha256(storage.read_bytes(o.key)).hexdigest()
+        for o in storage.list("voxels/c")
+    }
+
+
+def test_plan_write_finalize(storage: Storage) -> None:
+    store = VoxelStore.open_or_create(storage, VoxelConfig(resolution=R), chunk_items=4)
+    plan = store.plan("b1", "s3://in/b1", items(10))
+    assert (plan.total, plan.reserved, plan.skipped, plan.resumed) == (10, 10, 0, 0)
+    assert [(j.chunk, j.start, j.stop) for j in plan.jobs] == [(0, 0, 4), (1, 4, 8), (2, 8, 10)]
+    assert {r["status"] for r in store.records(None)} == {PENDING}
+    write_all(store, plan.jobs, fail_rows={3})
+    assert store.finalize() == 10
+    recs = store.records(None)
+    assert [r["status"] for r in recs].count(STORED) == 9
+    failed = store.records(FAILED)
+    assert [(r["item_id"], r["reason"]) for r in failed] == [("b1/f003.off", "bad file")]
+    stored_rows = [r["row"] for r in store.records()]
+    np.testing.assert_array_equal(store.read(stored_rows), np.stack([grid_for(r) for r in stored_rows]))
+    assert not store.read([3]).any()  # a failed item's row stays empty
+    assert recs[0]["source"] == "s3://in/b1/f000.off" and recs[0]["split"] == "test"
+    summary = store.summary()
+    assert (summary["stored"], summary["failed"], summary["pending"]) == (9, 1, 0)
+    assert summary["classes"] == {"cls": 9}
+
+
+def test_rerun_stores_nothing_twice_and_append_keeps_old_bytes(storage: Storage) -> None:
+    store = VoxelStore.open_or_create(storage, VoxelConfig(resolution=R), chunk_items=4)
+    plan = store.plan("b1", "src", items(6))
+    write_all(store, plan.jobs)
+    store.finalize()
+    before = chunk_digests(storage)
+    again = store.plan("b1", "src", items(6))
+    assert (again.jobs, again.skipped, again.reserved) == ([], 6, 0)
+    assert len(store.records(None)) == 6
+    # a new batch appends at the next chunk boundary and never touches the first batch's chunks
+    other = store.plan("b2", "src2", items(5, prefix="g", label="other"))
+    assert other.jobs[0].start == 8
+    write_all(store, other.jobs)
+    store.finalize()
+    after = chunk_digests(storage)
+    assert {k: after[k] for k in before} == before
+    assert store.manifest().classes == ["cls", "other"]
+    assert store.summary()["stored"] == 11
+
+
+def test_a_run_that_died_is_completed_by_the_rerun(storage: Storage) -> None:
+    store = VoxelStore.open_or_create(storage, VoxelConfig(resolution=R), chunk_items=4)
+    plan = store.plan("b1", "src", items(12))
+    write_all(store, plan.jobs[:1])  # the run dies after one chunk, before finalize
+    resumed = store.plan("b1", "src", items(12))  # merges the leftover commit, redoes the rest
+    assert (resumed.skipped, resumed.reserved, resumed.resumed) == (4, 0, 8)
+    assert [j.chunk for j in resumed.jobs] == [1, 2]
+    write_all(store, resumed.jobs)
+    store.finalize()
+    recs = store.records(None)
+    assert len(recs) == 12 and {r["status"] for r in recs} == {STORED}
+    assert sorted(r["row"] for r in recs) == list(range(12))
+
+
+def test_settings_must_agree(storage: Storage) -> None:
+    VoxelStore.open_or_create(storage, VoxelConfig(resolution=R), chunk_items=4)
+    assert VoxelStore.open_or_create(storage, None).manifest().resolution == R
+    with pytest.raises(StoreError, match="made with"):
+        VoxelStore.open_or_create(storage, VoxelConfig(resolution=16))
+    with pytest.raises(StoreError, match="chunk_items"):
+        VoxelStore.open_or_create(storage, VoxelConfig(resolution=R), chunk_items=8)
+
+
+def test_open_missing_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(StoreError, match="not a voxclust store"):
+        VoxelStore.open(str(tmp_path))
+
+
+def test_concurrent_plans_reserve_disjoint_rows(storage: Storage) -> None:
+    VoxelStore.open_or_create(storage, VoxelConfig(resolution=R), chunk_items=4)
+    plans = {}
+
+    def plan(name: str) -> None:
+        plans[name] = VoxelStore.open(storage.url).plan(name, "src", items(7, prefix=name))
+
+    threads = [threading.Thread(target=plan, args=(f"b{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rows = [it.row for p in plans.values() for j in p.jobs for it in j.items]
+    assert len(rows) == 28 == len(set(rows))
+    chunks = [j.chunk for p in plans.values() for j in p.jobs]
+    assert len(chunks) == len(set(chunks))  # no chunk shared between batches
+    store = VoxelStore.open(storage.url)
+    assert len(store.records(None)) == 28
+    assert store.array().shape[0] >= max(rows) + 1
