@@ -35,7 +35,7 @@ class BatchItem:
 
 
 def batch_name_from_url(url: str) -> str:
-    name = posixpath.basename(url.rstrip("/"))
+    name = posixpath.basename(url.split("://", 1)[-1].rstrip("/"))  # never the scheme ("file:///" -> no name)
     if not name or name in (".", ".."):
         raise BatchError(f"{url}: cannot derive a batch name from this URL; pass one explicitly")
     return name

@@ -277,7 +277,7 @@ def iter_demo_batch(
             yield DemoFile(key=f"{cls}/{split}/{cls}_{i:04d}.{ext}", data=data, label=cls, split=split)
 
 
-def write_demo_batch(url: str, n_per_class: int = 20, seed: int = 0) -> int:
+def write_demo_batch(url: str, n_per_class: int = 20, seed: int = 0, point_cloud_share: float = 0.2) -> int:
     """Write the demo batch to a storage URL (path or s3://); returns the number of files.
 
     Files already there with the same content are left alone, so writing twice changes nothing.
@@ -288,7 +288,7 @@ def write_demo_batch(url: str, n_per_class: int = 20, seed: int = 0) -> int:
     storage.check()
     existing = {o.key: o.size for o in storage.list()}
     n = 0
-    for f in iter_demo_batch(n_per_class=n_per_class, seed=seed):
+    for f in iter_demo_batch(n_per_class=n_per_class, seed=seed, point_cloud_share=point_cloud_share):
         if existing.get(f.key) != len(f.data) or storage.read_bytes(f.key) != f.data:
             storage.write_bytes(f.key, f.data)
         n += 1

@@ -11,6 +11,8 @@ used as names. Re-importing the same file stores nothing twice.
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,35 +31,49 @@ class NpzImportError(ValueError):
 def _load(path: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray | None]], list[str] | None]:
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise NpzImportError(f"{path}: not a .npz archive (a single .npy array?)")
+        with data:
+            arrays = {k: data[k] for k in data.files}  # read now: a corrupt member fails here, not midway
+    except NpzImportError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise NpzImportError(f"{path}: not a readable .npz file ({exc})") from exc
-    keys = set(data.files)
-    classes = [str(c) for c in data["classes"]] if "classes" in keys else None
-    parts: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+    keys = set(arrays)
+    classes = [str(c) for c in np.ravel(arrays["classes"])] if "classes" in keys else None
+    raw: list[tuple[str, np.ndarray, np.ndarray | None]] = []
     if "X_train" in keys:
         for split in ("train", "test"):
             if f"X_{split}" in keys:
-                y = data[f"y_{split}"] if f"y_{split}" in keys else None
-                parts.append((split, data[f"X_{split}"], y))
+                raw.append((split, arrays[f"X_{split}"], arrays.get(f"y_{split}")))
     elif "X" in keys:
-        x = data["X"]
-        y = data["y"] if "y" in keys else None
-        if "split" in keys:
-            s = np.asarray(data["split"]).astype(str)
-            for split in ("train", "test"):
-                m = s == split
-                parts.append((split, x[m], None if y is None else y[m]))
-        else:
-            parts.append(("", x, y))
+        raw.append(("", arrays["X"], arrays.get("y")))
     else:
         raise NpzImportError(
             f"{path}: expected arrays X_train/y_train[/X_test/y_test] or X[/y/split], found {sorted(keys)}"
         )
-    for split, x, y in parts:
-        if x.ndim != 4 or not (x.shape[1] == x.shape[2] == x.shape[3]):
-            raise NpzImportError(f"{path}: grids {split or 'X'} must be (N, r, r, r), got {x.shape}")
-        if y is not None and len(y) != len(x):
-            raise NpzImportError(f"{path}: {len(x)} grids but {len(y)} labels in {split or 'X'}")
+    for split, x, y in raw:
+        if x.ndim != 4 or not (x.shape[1] == x.shape[2] == x.shape[3]) or x.dtype.kind not in "biuf":
+            raise NpzImportError(f"{path}: grids {split or 'X'} must be numeric (N, r, r, r), got {x.shape} {x.dtype}")
+        if x.shape[1] != raw[0][1].shape[1]:
+            raise NpzImportError(f"{path}: grids of one file must share one size, got {x.shape} and {raw[0][1].shape}")
+        if y is not None and (y.ndim != 1 or len(y) != len(x)):
+            raise NpzImportError(f"{path}: {len(x)} grids but labels of shape {y.shape} in {split or 'X'}")
+        if y is not None and not (y.dtype.kind in "iu" or (y.dtype.kind == "f" and np.all(y == np.round(y)))):
+            raise NpzImportError(f"{path}: labels in {split or 'X'} must be whole numbers, got {y.dtype}")
+    parts = raw
+    if "X" in keys and "X_train" not in keys and "split" in keys:
+        x, y = raw[0][1], raw[0][2]
+        s = np.asarray(arrays["split"]).astype(str)
+        if s.shape != (len(x),):
+            raise NpzImportError(f"{path}: {len(x)} grids but split has shape {s.shape}")
+        bad = sorted(set(s.tolist()) - {"train", "test"})
+        if bad:
+            raise NpzImportError(f"{path}: split values must be 'train' or 'test', got {bad[:5]}")
+        parts = []
+        for split in ("train", "test"):
+            m = s == split
+            parts.append((split, x[m], None if y is None else y[m]))
     return parts, classes
 
 

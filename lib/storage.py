@@ -202,8 +202,10 @@ class LocalStorage(Storage):
 
     def read_bytes(self, key: str) -> bytes:
         path = self._path(key)
-        if path.is_symlink():
-            raise StorageError(f"{self.url}: {key!r} is a symbolic link; refused")
+        # No link anywhere on the way: a linked file or folder can point outside the root.
+        resolved = path.resolve()
+        if path.is_symlink() or (resolved != path and not resolved.is_relative_to(self.root.resolve())):
+            raise StorageError(f"{self.url}: {key!r} is or passes through a symbolic link out of the root; refused")
         return path.read_bytes()
 
     def write_bytes(self, key: str, data: bytes) -> None:

@@ -141,7 +141,8 @@ def resample(grids: np.ndarray, resolution: int) -> np.ndarray:
         return grids
     if r > resolution and r % resolution == 0:
         f = r // resolution
-        pooled: np.ndarray = np.asarray(grids.reshape(n, resolution, f, resolution, f, resolution, f).any(axis=(2, 4, 6)))
+        blocks = grids.reshape(n, resolution, f, resolution, f, resolution, f)
+        pooled: np.ndarray = np.asarray(blocks.any(axis=(2, 4, 6)))
         return pooled
     src = np.minimum(((np.arange(resolution) + 0.5) * r / resolution).astype(np.int64), r - 1)
     return grids[:, src][:, :, src][:, :, :, src]

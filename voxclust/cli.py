@@ -54,6 +54,7 @@ def _prefect_defaults() -> None:
 def _user_errors() -> Iterator[None]:
     """User mistakes end as one line on stderr and exit code 2, not a traceback."""
     from pydantic import ValidationError
+    from rich.markup import escape
 
     from lib.batch import BatchError
     from lib.importer import NpzImportError
@@ -63,12 +64,12 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except (StorageError, StoreError, BatchError, NpzImportError, FileNotFoundError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        err.print(f"[red]error:[/red] {where}: {first['msg']}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(where)}: {escape(first['msg'])}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 

@@ -1,0 +1,242 @@
+"""The command line, for the commands and failures that do not start Prefect."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lib.store import VoxelStore
+from voxclust.cli import app
+
+COMMANDS = ["demo-batch", "voxelize", "import", "info", "demo"]
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("NO_COLOR", "1")
+    return CliRunner()
+
+
+def _stderr(result) -> str:  # type: ignore[no-untyped-def]
+    try:
+        return str(result.stderr)
+    except (ValueError, AttributeError):  # click without separate stderr capture
+        return str(result.output)
+
+
+def _assert_user_error(result, *fragments: str) -> str:  # type: ignore[no-untyped-def]
+    """Exit code 2, one line 'error: ...' on stderr, no traceback, nothing on stdout."""
+    assert result.exit_code == 2, result.output
+    err = _stderr(result)
+    assert err.startswith("error: "), err
+    assert err.endswith("\n") and err.count("\n") == 1, repr(err)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.stdout == ""
+    for f in fragments:
+        assert f in err, err
+    return err
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _npz(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    x_train = (rng.random((6, 32, 32, 32)) < 0.05).astype(np.uint8)
+    x_train[2] = 0
+    x_test = (rng.random((3, 32, 32, 32)) < 0.05).astype(np.uint8)
+    np.savez(path, X_train=x_train, y_train=np.array([0, 1, 0, 1, 0, 1]), X_test=x_test, y_test=np.array([1, 1, 0]))
+    return path
+
+
+# -- help -----------------------------------------------------------------------------------------------
+
+
+def test_top_level_help(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for cmd in COMMANDS:
+        assert cmd in result.output
+
+
+def test_no_args_shows_help(runner: CliRunner) -> None:
+    result = runner.invoke(app, [])
+    assert "Usage" in result.output
+    assert result.exit_code in (0, 2)
+
+
+@pytest.mark.parametrize(
+    ("cmd", "words"),
+    [
+        ("demo-batch", ["--out", "--n-per-class", "--seed"]),
+        ("voxelize", ["BATCH_URL", "--out", "--resolution", "--mode", "--up-axis", "--batch-name", "--json"]),
+        ("import", ["FILE", "--out", "--classes", "--batch-name", "--resolution", "--json"]),
+        ("info", ["STORE_URL", "--failed", "--json"]),
+        ("demo", ["--store", "--batch", "--n-per-class"]),
+    ],
+)
+def test_command_help(runner: CliRunner, cmd: str, words: list[str]) -> None:
+    result = runner.invoke(app, [cmd, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+    for w in words:
+        assert w.lower() in result.output.lower(), w
+
+
+# -- demo-batch -----------------------------------------------------------------------------------------
+
+
+def test_demo_batch_writes_the_same_files_twice(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    first = runner.invoke(app, ["demo-batch", "--out", str(out), "--n-per-class", "2"])
+    assert first.exit_code == 0, first.output
+    tree = _tree(out)
+    assert len(tree) >= 7 * 2
+    assert f"wrote {len(tree)} demo files" in first.stdout
+    assert all(k.count("/") == 2 for k in tree)  # <class>/<split>/<file>
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+
+    second = runner.invoke(app, ["demo-batch", "--out", str(out), "--n-per-class", "2"])
+    assert second.exit_code == 0, second.output
+    assert _tree(out) == tree
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == mtimes  # nothing rewritten
+
+    elsewhere = tmp_path / "again"
+    assert runner.invoke(app, ["demo-batch", "--out", str(elsewhere), "--n-per-class", "2"]).exit_code == 0
+    assert _tree(elsewhere) == tree
+
+
+def test_demo_batch_rejects_zero_per_class(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo-batch", "--out", str(tmp_path / "d"), "--n-per-class", "0"])
+    assert result.exit_code == 2
+    assert not (tmp_path / "d").exists()
+
+
+# -- import and info --------------------------------------------------------------------------------------
+
+
+def test_import_then_info(runner: CliRunner, tmp_path: Path) -> None:
+    npz = _npz(tmp_path / "grids.npz")
+    store = tmp_path / "store"
+    result = runner.invoke(app, ["import", str(npz), "--out", str(store), "--classes", "cup, bowl", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"items": 9, "skipped": 0, "stored": 8, "failed": 1}
+
+    info = runner.invoke(app, ["info", str(store), "--json"])
+    assert info.exit_code == 0, info.output
+    summary = json.loads(info.stdout)
+    assert summary == VoxelStore.open(str(store)).summary()
+    assert (summary["items"], summary["stored"], summary["failed"], summary["pending"]) == (9, 8, 1, 0)
+    assert summary["classes"] == {"cup": 3, "bowl": 5}
+    assert summary["splits"] == {"train": 5, "test": 3}
+    assert summary["batches"] == ["grids"]
+    assert summary["resolution"] == 32
+
+    with_failed = runner.invoke(app, ["info", str(store), "--json", "--failed"])
+    assert json.loads(with_failed.stdout)["failed_items"] == [{"item_id": "grids/train/000002", "reason": "empty grid"}]
+
+    table = runner.invoke(app, ["info", str(store), "--failed"])
+    assert table.exit_code == 0
+    assert "failed grids/train/000002: empty grid" in table.stdout
+    assert "cup 3" in table.stdout
+
+
+def test_import_twice_and_text_output(runner: CliRunner, tmp_path: Path) -> None:
+    npz = _npz(tmp_path / "grids.npz")
+    store = str(tmp_path / "store")
+    first = runner.invoke(app, ["import", str(npz), "--out", store])
+    assert first.exit_code == 0, first.output
+    text = " ".join(first.stdout.split())  # the human-readable output may be wrapped
+    assert "9 items, 0 already there, 8 stored, 1 failed" in text
+    assert "classes │ 0 3, 1 5" in text
+    again = runner.invoke(app, ["import", str(npz), "--out", store, "--json"])
+    assert json.loads(again.stdout) == {"items": 9, "skipped": 9, "stored": 0, "failed": 0}
+    assert VoxelStore.open(store).summary()["items"] == 9
+
+
+def test_import_missing_file(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["import", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "s")])
+    _assert_user_error(result, "no such file")
+    assert not (tmp_path / "s").exists()
+
+
+def test_import_bad_file(runner: CliRunner, tmp_path: Path) -> None:
+    bad = tmp_path / "scan[v2][red].npz"  # brackets are not taken for console markup
+    np.savez(bad, grids=np.zeros((2, 8, 8, 8)))
+    result = runner.invoke(app, ["import", str(bad), "--out", str(tmp_path / "s")])
+    _assert_user_error(result, "scan[v2][red].npz", "expected arrays X_train")
+    assert not (tmp_path / "s").exists()
+
+    npy = tmp_path / "one.npz"
+    with npy.open("wb") as f:
+        np.save(f, np.zeros((2, 8, 8, 8)))
+    _assert_user_error(runner.invoke(app, ["import", str(npy), "--out", str(tmp_path / "s")]), "not a .npz archive")
+
+
+def test_info_missing_store(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["info", str(tmp_path / "no" / "such" / "store" / "with" / "a" / "long" / "path")])
+    _assert_user_error(result, "not a voxclust store")
+    assert not (tmp_path / "no").exists()
+
+
+# -- voxelize: failures before any work -------------------------------------------------------------------
+
+
+def test_voxelize_missing_batch(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["voxelize", str(tmp_path / "missing"), "--out", str(tmp_path / "store")])
+    _assert_user_error(result, "missing", "no such directory")
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("where", ["batch", "store"])
+def test_unsupported_url_scheme(runner: CliRunner, tmp_path: Path, where: str) -> None:
+    (tmp_path / "batch").mkdir()
+    (tmp_path / "batch" / "a.off").write_text("OFF\n")
+    batch, store = (
+        ("ftp://x/y", str(tmp_path / "store")) if where == "batch" else (str(tmp_path / "batch"), "ftp://x/y")
+    )
+    result = runner.invoke(app, ["voxelize", batch, "--out", store])
+    _assert_user_error(result, "ftp://x/y", "unsupported storage URL scheme")
+    assert not (tmp_path / "store").exists()
+
+
+def test_unsupported_url_scheme_info_and_import(runner: CliRunner, tmp_path: Path) -> None:
+    _assert_user_error(runner.invoke(app, ["info", "ftp://x/y"]), "unsupported storage URL scheme")
+    npz = _npz(tmp_path / "g.npz")
+    _assert_user_error(runner.invoke(app, ["import", str(npz), "--out", "ftp://x/y"]), "unsupported storage URL scheme")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--resolution", "7"], "resolution: Input should be greater than or equal to 8"),
+        (["-r", "1024"], "resolution: Input should be less than or equal to 256"),
+        (["--mode", "hollow"], "mode: "),
+        (["--up-axis", "w"], "up_axis: "),
+    ],
+)
+def test_voxelize_bad_settings(runner: CliRunner, tmp_path: Path, args: list[str], fragment: str) -> None:
+    (tmp_path / "batch").mkdir()
+    (tmp_path / "batch" / "a.off").write_text("OFF\n")
+    result = runner.invoke(app, ["voxelize", str(tmp_path / "batch"), "--out", str(tmp_path / "store"), *args])
+    _assert_user_error(result, fragment)
+    assert not (tmp_path / "store").exists()
+
+
+def test_voxelize_into_a_file_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "batch").mkdir()
+    (tmp_path / "batch" / "a.off").write_text("OFF\n")
+    (tmp_path / "store").write_text("not a folder")
+    result = runner.invoke(app, ["voxelize", str(tmp_path / "batch"), "--out", str(tmp_path / "store")])
+    _assert_user_error(result, "not a directory")
