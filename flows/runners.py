@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dask
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask import DaskTaskRunner
 
@@ -23,6 +24,10 @@ def dask_runner(address: str | None = None, n_workers: int | None = None) -> Das
     address = address or os.environ.get("VOXCLUST_DASK_ADDRESS") or None
     if address:
         return DaskTaskRunner(address=address)
+    # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc hand memory back
+    # after every large temporary: the voxelizer (mesh subdivision) then runs 1.8x slower (measured:
+    # 4.6 s -> 8.3 s for 64 meshes). Leave the allocator at its default for the workers we start.
+    dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
     n = n_workers or int(os.environ.get("VOXCLUST_DASK_WORKERS", "0")) or os.cpu_count() or 1
     return DaskTaskRunner(
         cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
@@ -36,6 +41,16 @@ def _drain_prefect_workers(timeout_s: float = 15.0) -> None:
 
     for worker in (APILogWorker, EventsWorker):
         worker.drain_all(timeout=timeout_s, at_exit=False)
+
+
+def dask_worker_threads() -> int:
+    """Worker threads of the Dask cluster this flow runs on (the CPU count when not on Dask)."""
+    try:
+        from distributed import get_client
+
+        return max(1, sum(get_client().nthreads().values()))
+    except (ValueError, RuntimeError, OSError):
+        return os.cpu_count() or 1
 
 
 @contextmanager

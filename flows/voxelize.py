@@ -8,8 +8,9 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
-from flows.runners import dask_runner
+from flows.runners import dask_runner, dask_worker_threads
 from lib.pipeline import group_jobs
+from lib.pipeline import items_per_task as auto_items_per_task
 from lib.readers import ReadLimits
 from lib.voxelize import VoxelConfig
 from tasks.voxelize import finalize_store, plan_batch, voxelize_chunks
@@ -21,7 +22,7 @@ def voxelize_batch(
     store_url: str,
     voxel: VoxelConfig | None = None,
     batch_name: str | None = None,
-    items_per_task: int = 256,
+    items_per_task: int | None = None,
     chunk_items: int | None = None,
     max_bytes: int = ReadLimits.max_bytes,
     max_vertices: int = ReadLimits.max_vertices,
@@ -29,6 +30,7 @@ def voxelize_batch(
     """Voxelize every new item of the batch at ``batch_url`` into the voxel store at ``store_url``.
 
     Items already stored (or failed) are skipped; chunks of an earlier run that died are redone.
+    ``items_per_task`` defaults to about four tasks per Dask worker thread (at least one chunk each).
     ``voxel`` settings apply when the store is created; an existing store keeps its own (and refuses
     different ones).
     """
@@ -40,7 +42,10 @@ def voxelize_batch(
         "batch %s: %d items, %d already done, %d new, %d resumed; %d chunks to write",
         plan.batch, plan.total, plan.skipped, plan.reserved, plan.resumed, len(plan.jobs),
     )
-    groups = group_jobs(plan.jobs, items_per_task)
+    chunk_items = plan.jobs[0].stop - plan.jobs[0].start if plan.jobs else 1
+    size = items_per_task or auto_items_per_task(todo, dask_worker_threads(), chunk_items)
+    groups = group_jobs(plan.jobs, size)
+    log.info("%d tasks of up to %d items", len(groups), size)
     progress: Any = create_progress_artifact(0.0, key="voxelize-progress", description=f"voxelize {plan.batch}")
     futures = voxelize_chunks.map(
         groups, unmapped(plan.source), unmapped(store_url), unmapped(plan.voxel), unmapped(limits)

@@ -88,6 +88,13 @@ def process_chunk(
     return ChunkSummary(job.chunk, len(grids), len(results) - len(grids), time.perf_counter() - t0)
 
 
+def items_per_task(todo: int, workers: int, chunk_items: int, tasks_per_worker: int = 4, cap: int = 2048) -> int:
+    """Task size: about ``tasks_per_worker`` tasks per worker thread (load balance) but never under one chunk,
+    nor over ``cap`` items (retry cost). Prefect costs tens of ms per task, so tasks hold many items."""
+    want = -(-todo // max(1, workers * tasks_per_worker))
+    return max(chunk_items, min(cap, want))
+
+
 def group_jobs(jobs: list[ChunkJob], items_per_task: int) -> list[list[ChunkJob]]:
     """Consecutive chunks into task-sized groups of at least one chunk each."""
     groups: list[list[ChunkJob]] = []

@@ -106,7 +106,7 @@ def _run_voxelize(
     store_url: str,
     voxel: Any,
     batch_name: str | None,
-    items_per_task: int,
+    items_per_task: int | None,
     dask_address: str | None,
     workers: int | None,
 ) -> dict[str, Any]:
@@ -149,7 +149,9 @@ def voxelize(
     mode: Mode = None,
     up_axis: UpAxis = None,
     batch_name: BatchName = None,
-    items_per_task: Annotated[int, typer.Option(min=1, help="items per Prefect task")] = 256,
+    items_per_task: Annotated[
+        int | None, typer.Option(min=1, help="items per Prefect task (default: ~4 tasks per Dask worker)")
+    ] = None,
     dask_address: DaskAddress = None,
     workers: Workers = None,
     as_json: AsJson = False,
@@ -239,7 +241,7 @@ def demo(
         out.print(f"[bold]1/2[/bold] demo batch: {n} files in {batch_url}")
         _preflight(batch_url, store_url)
         out.print("[bold]2/2[/bold] voxelizing (Prefect flow over Dask)...")
-        result = _run_voxelize(batch_url, store_url, None, "demo", 256, dask_address, workers)
+        result = _run_voxelize(batch_url, store_url, None, "demo", None, dask_address, workers)
         _print_summary(result["store"], False)
         where = Path(store_url).absolute() if "://" not in store_url else store_url
         out.print(f"voxel store: [bold]{where}[/bold]")
