@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import dask
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -24,14 +25,22 @@ def dask_runner(address: str | None = None, n_workers: int | None = None) -> Das
     address = address or os.environ.get("VOXCLUST_DASK_ADDRESS") or None
     if address:
         return DaskTaskRunner(address=address)
-    # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc hand memory back
-    # after every large temporary: the voxelizer (mesh subdivision) then runs 1.8x slower (measured:
-    # 4.6 s -> 8.3 s for 64 meshes). Leave the allocator at its default for the workers we start.
+    return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(n_workers))
+
+
+def local_cluster_kwargs(n_workers: int | None = None) -> dict[str, Any]:
+    """LocalCluster settings: ``n_workers`` single-threaded processes (``VOXCLUST_DASK_WORKERS``, else one per
+    core).
+
+    Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc hand memory back after
+    every large temporary: the voxelizer (mesh subdivision) then runs 1.8x slower (measured: 4.6 s -> 8.3 s
+    for 64 meshes; any explicit threshold, even a large one, costs 1.4x). The workers we start keep the
+    allocator's default. For workers of your own, start them with ``DASK_CONFIG=infra/dask`` (a config file
+    that unsets it; an environment variable cannot).
+    """
     dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
     n = n_workers or int(os.environ.get("VOXCLUST_DASK_WORKERS", "0")) or os.cpu_count() or 1
-    return DaskTaskRunner(
-        cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
-    )
+    return {"n_workers": n, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
 
 
 def _drain_prefect_workers(timeout_s: float = 15.0) -> None:

@@ -20,6 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lib.readers import ReadLimits
+
 app = typer.Typer(
     name="voxclust",
     help="Group 3D scans by shape: voxelize scan batches into zarr stores on object storage.",
@@ -109,6 +111,7 @@ def _run_voxelize(
     items_per_task: int | None,
     dask_address: str | None,
     workers: int | None,
+    limits: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     _prefect_defaults()
     from flows.runners import dask_runner, prefect_api
@@ -124,6 +127,7 @@ def _run_voxelize(
             voxel=voxel,
             batch_name=batch_name,
             items_per_task=items_per_task,
+            **(limits or {}),
         )
 
 
@@ -154,13 +158,20 @@ def voxelize(
     ] = None,
     dask_address: DaskAddress = None,
     workers: Workers = None,
+    max_bytes: Annotated[int, typer.Option(min=1, help="files larger than this fail (bytes)")] = ReadLimits.max_bytes,
+    max_vertices: Annotated[
+        int, typer.Option(min=1, help="meshes/clouds with more vertices fail")
+    ] = ReadLimits.max_vertices,
     as_json: AsJson = False,
 ) -> None:
     """Voxelize a scan batch into a voxel store (a Prefect flow over Dask). Re-runs store nothing twice."""
     with _user_errors():
         voxel = _voxel_config(resolution, mode, up_axis)
         _preflight(batch_url, store_url)
-        result = _run_voxelize(batch_url, store_url, voxel, batch_name, items_per_task, dask_address, workers)
+        limits = {"max_bytes": max_bytes, "max_vertices": max_vertices}
+        result = _run_voxelize(
+            batch_url, store_url, voxel, batch_name, items_per_task, dask_address, workers, limits
+        )
         if as_json:
             out.print_json(json.dumps(result))
             return

@@ -2,16 +2,21 @@
 
 Not collected by pytest. Run:  .venv/bin/python tests/benchmarks/voxelize.py [--workers 2] [--meshes 252]
 
-Both paths call the same lib code (lib.pipeline: plan, process_chunk, finalize) with the same worker
-count and write the same store format to a local S3 server (moto, on 127.0.0.1). Uploading the inputs
-is not timed; each store starts empty. Each path runs ``--repeats`` times (default 3), alternating which
-goes first; rates use the median time. Timed: from the call to the finished, finalised store, including
-starting the workers (Dask LocalCluster / process pool) on both sides. The Prefect API (one temporary
+Both paths call the same lib code (lib.pipeline: plan, process_chunk, finalize) with the same worker count
+and the same task grouping, and write the same store format to a local S3 server (moto, 127.0.0.1).
+Uploading the inputs is not timed; every run writes a new, empty store. The Prefect API (one temporary
 server) is started before timing, as a deployment would already have one.
 
-Prints one final JSON line:
-{"pcd_items", "pcd_flow_items_per_s", "pcd_bare_items_per_s", "mesh_items", "mesh_flow_items_per_s",
- "mesh_bare_items_per_s", "overhead_ratio" (flow/bare, meshes), "pcd_overhead_ratio"}
+Two regimes, each path run ``--repeats`` times (alternating which goes first), rates from the median:
+* cold: each run starts its own workers inside the timing (the flow its Dask LocalCluster, the bare
+  path its process pool), as ``voxclust voxelize`` does with no ``--dask-address``;
+* warm: workers are started and have imported the code before timing (a running Dask cluster given by
+  address, as deployments use; a started, warmed process pool), so only the work and its orchestration
+  are timed.
+
+Prints one final JSON line with "pcd_items", "pcd_flow_items_per_s", "pcd_bare_items_per_s",
+"mesh_flow_items_per_s", "mesh_bare_items_per_s", "overhead_ratio" (flow/bare, meshes; warm) and the
+same figures for the cold regime (keys ending "_cold"), plus every time measured.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -57,12 +63,12 @@ def upload_tree(local: Path, url: str) -> int:
     return n
 
 
-def run_flow(batch_url: str, store_url: str, workers: int, items_per_task: int | None) -> dict[str, Any]:
+def run_flow(batch_url: str, store_url: str, workers: int, address: str | None = None) -> dict[str, Any]:
     from flows.runners import dask_runner
     from flows.voxelize import voxelize_batch
 
-    fn = voxelize_batch.with_options(task_runner=dask_runner(n_workers=workers))  # type: ignore[arg-type]
-    result: dict[str, Any] = fn(batch_url=batch_url, store_url=store_url, items_per_task=items_per_task)
+    fn = voxelize_batch.with_options(task_runner=dask_runner(address, n_workers=workers))  # type: ignore[arg-type]
+    result: dict[str, Any] = fn(batch_url=batch_url, store_url=store_url)
     return result
 
 
@@ -70,41 +76,67 @@ def _bare_group(jobs: list[Any], batch_url: str, store_url: str, voxel: Any) -> 
     return sum(process_chunk(j, batch_url, store_url, voxel, ReadLimits()).stored for j in jobs)
 
 
-def run_bare(batch_url: str, store_url: str, workers: int, items_per_task: int | None) -> dict[str, Any]:
+def _warm_up() -> None:
+    import lib.pipeline  # noqa: F401  (what a worker imports for its first chunk)
+
+
+def run_bare(batch_url: str, store_url: str, workers: int, pool: Executor | None = None) -> dict[str, Any]:
+    """plan, chunks over a spawn-based process pool (the flow's grouping rule), finalize."""
     plan = plan_batch(batch_url, store_url)
     todo = sum(len(j.items) for j in plan.jobs)
     chunk_items = plan.jobs[0].stop - plan.jobs[0].start
-    groups = group_jobs(plan.jobs, items_per_task or auto_items_per_task(todo, workers, chunk_items))
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    groups = group_jobs(plan.jobs, auto_items_per_task(todo, workers, chunk_items))
+    own = pool is None
+    pool = pool or ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+    try:
         futures = [pool.submit(_bare_group, g, plan.source, store_url, plan.voxel) for g in groups]
         stored = sum(f.result() for f in futures)
+    finally:
+        if own:
+            pool.shutdown()
     VoxelStore.open(store_url).finalize()
     return {"items": plan.total, "stored": stored}
 
 
-def timed(fn: Any, *args: Any) -> tuple[float, dict[str, Any]]:
-    t0 = time.perf_counter()
-    out = fn(*args)
-    return time.perf_counter() - t0, out
+def measure(
+    name: str, n: int, repeats: int, paths: dict[str, Callable[[str], dict[str, Any]]], stores: str
+) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {p: [] for p in paths}
+    for rep in range(repeats):
+        order = list(paths) if rep % 2 == 0 else list(reversed(paths))
+        for path in order:
+            t0 = time.perf_counter()
+            res = paths[path](f"{stores}/{name}-{path}-{rep}")
+            t = time.perf_counter() - t0
+            times[path].append(t)
+            if res["stored"] != stored_expected.setdefault(name, res["stored"]):
+                raise SystemExit(f"{name} {path}: stored {res['stored']}, other runs {stored_expected[name]}")
+            print(f"{name} {path} run {rep}: {n} items, {res['stored']} stored, {t:.1f} s", file=sys.stderr)
+    return times
+
+
+stored_expected: dict[str, int] = {}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--meshes", type=int, default=252, help="demo meshes (7 classes; rounded up to a multiple of 7)")
-    ap.add_argument("--items-per-task", type=int, default=None, help="default: the flow's own rule, both paths")
     ap.add_argument("--pcd", type=Path, default=PCD_DIR)
     ap.add_argument("--skip-pcd", action="store_true")
-    ap.add_argument("--repeats", type=int, default=3, help="runs of each path; figures use the median")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each path per regime; rates use the median")
     args = ap.parse_args()
 
-    from flows.runners import prefect_api
+    from distributed import Client, LocalCluster
+
+    from flows.runners import local_cluster_kwargs, prefect_api
     from lib.demo import write_demo_batch
 
     server = S3Server()
     os.environ.update(server.env())
     bucket = server.new_bucket()
-    figures: dict[str, Any] = {"workers": args.workers, "items_per_task": args.items_per_task}
+    w = args.workers
+    figures: dict[str, Any] = {"workers": w}
     try:
         with prefect_api():
             mesh_url = f"s3://{bucket}/batches/meshes"
@@ -113,30 +145,46 @@ def main() -> None:
             if not args.skip_pcd and args.pcd.is_dir():
                 pcd_url = f"s3://{bucket}/batches/mn10"
                 datasets.insert(0, ("pcd", pcd_url, upload_tree(args.pcd, pcd_url)))
+            stores = f"s3://{bucket}/stores"
             for name, url, n in datasets:
-                times: dict[str, list[float]] = {"flow": [], "bare": []}
-                for rep in range(args.repeats):
-                    # alternate which path goes first, so neither always meets a warmer machine
-                    order = ("bare", "flow") if rep % 2 == 0 else ("flow", "bare")
-                    for path in order:
-                        fn = run_bare if path == "bare" else run_flow
-                        store = f"s3://{bucket}/stores/{name}-{path}-{rep}"
-                        t, res = timed(fn, url, store, args.workers, args.items_per_task)
-                        times[path].append(t)
-                        stored = res["stored"]
-                        print(f"{name} {path} run {rep}: {n} items, {stored} stored, {t:.1f} s", file=sys.stderr)
-                t_flow, t_bare = statistics.median(times["flow"]), statistics.median(times["bare"])
-                figures[f"{name}_items"] = n
-                figures[f"{name}_stored"] = stored
-                figures[f"{name}_flow_s"] = [round(t, 2) for t in times["flow"]]
-                figures[f"{name}_bare_s"] = [round(t, 2) for t in times["bare"]]
-                figures[f"{name}_flow_items_per_s"] = round(n / t_flow, 1)
-                figures[f"{name}_bare_items_per_s"] = round(n / t_bare, 1)
+                cold = measure(
+                    name, n, args.repeats,
+                    {"bare": lambda s, u=url: run_bare(u, s, w), "flow": lambda s, u=url: run_flow(u, s, w)},
+                    f"{stores}/cold",
+                )
+                with (
+                    LocalCluster(**local_cluster_kwargs(w)) as cluster,
+                    Client(cluster) as client,
+                    ProcessPoolExecutor(w, mp_context=get_context("spawn")) as pool,
+                ):
+                    client.run(_warm_up)
+                    client.run(lambda: __import__("tasks.voxelize"))
+                    for f in [pool.submit(_warm_up) for _ in range(4 * w)]:
+                        f.result()
+                    addr = cluster.scheduler_address
+                    warm = measure(
+                        name, n, args.repeats,
+                        {
+                            "bare": lambda s, u=url, p=pool: run_bare(u, s, w, p),  # type: ignore[misc]
+                            "flow": lambda s, u=url, a=addr: run_flow(u, s, w, a),  # type: ignore[misc]
+                        },
+                        f"{stores}/warm",
+                    )
+                for regime, times, suffix in (("warm", warm, ""), ("cold", cold, "_cold")):
+                    t_flow, t_bare = statistics.median(times["flow"]), statistics.median(times["bare"])
+                    figures[f"{name}_items"] = n
+                    figures[f"{name}_stored"] = stored_expected[name]
+                    figures[f"{name}_flow_items_per_s{suffix}"] = round(n / t_flow, 1)
+                    figures[f"{name}_bare_items_per_s{suffix}"] = round(n / t_bare, 1)
+                    figures[f"{name}_{regime}_flow_s"] = [round(t, 2) for t in times["flow"]]
+                    figures[f"{name}_{regime}_bare_s"] = [round(t, 2) for t in times["bare"]]
     finally:
         server.stop()
-    figures["overhead_ratio"] = round(figures["mesh_flow_items_per_s"] / figures["mesh_bare_items_per_s"], 3)
-    if "pcd_items" in figures:
-        figures["pcd_overhead_ratio"] = round(figures["pcd_flow_items_per_s"] / figures["pcd_bare_items_per_s"], 3)
+    for suffix in ("", "_cold"):
+        for name, key in (("mesh", "overhead_ratio"), ("pcd", "pcd_overhead_ratio")):
+            if f"{name}_flow_items_per_s{suffix}" in figures:
+                ratio = figures[f"{name}_flow_items_per_s{suffix}"] / figures[f"{name}_bare_items_per_s{suffix}"]
+                figures[key + suffix] = round(ratio, 3)
     print(json.dumps(figures))
 
 
