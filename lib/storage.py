@@ -208,36 +208,32 @@ class LocalStorage(Storage):
             raise StorageError(f"{self.url}: {key!r} is or passes through a symbolic link out of the root; refused")
         return path.read_bytes()
 
-    def write_bytes(self, key: str, data: bytes) -> None:
+    @contextlib.contextmanager
+    def _aside(self, key: str, data: bytes) -> Iterator[tuple[Path, str]]:
+        """``data`` written to a temporary file beside ``key``'s path (removed afterwards unless moved)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
+            yield path, tmp
+        finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        with self._aside(key, data) as (path, tmp):
+            os.replace(tmp, path)
 
     def write_if_absent(self, key: str, data: bytes) -> bool:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write the content aside, then link it into place: link() fails if the name exists, so the
-        # object appears complete or not at all.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+        # link() fails if the name exists, so the object appears complete or not at all.
+        with self._aside(key, data) as (path, tmp):
             try:
                 os.link(tmp, path)
             except FileExistsError:
                 return False
             return True
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

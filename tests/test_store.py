@@ -115,6 +115,14 @@ def test_settings_must_agree(storage: Storage) -> None:
         VoxelStore.open_or_create(storage, VoxelConfig(resolution=R), chunk_items=8)
 
 
+def test_never_creates_a_store_over_other_data(storage: Storage) -> None:
+    storage.write_bytes("precious/scan.ply", b"irreplaceable")
+    with pytest.raises(StoreError, match="not a voxclust store"):
+        VoxelStore.open_or_create(storage, VoxelConfig(resolution=R))
+    assert storage.read_bytes("precious/scan.ply") == b"irreplaceable"
+    assert not storage.exists("voxels/zarr.json")
+
+
 def test_open_missing_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(StoreError, match="not a voxclust store"):
         VoxelStore.open(str(tmp_path))
