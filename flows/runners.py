@@ -59,13 +59,17 @@ def _drain_prefect_workers(timeout_s: float = 15.0) -> None:
 
 
 def dask_worker_threads() -> int:
-    """Worker threads of the Dask cluster this flow runs on (the CPU count when not on Dask)."""
-    try:
-        from distributed import get_client
+    """Worker threads of the Dask cluster the current flow runs on (the CPU count when not on Dask).
 
-        return max(1, sum(get_client().nthreads().values()))
-    except (ValueError, RuntimeError, OSError):
-        return os.cpu_count() or 1
+    Asking the flow's task runner connects it (or starts its LocalCluster) now rather than at the first
+    submit."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    runner = ctx.task_runner if ctx is not None else None
+    if isinstance(runner, DaskTaskRunner):
+        return max(1, sum(runner.client.nthreads().values()))
+    return os.cpu_count() or 1
 
 
 @contextmanager

@@ -42,8 +42,7 @@ def voxelize_batch(
         "batch %s: %d items, %d already done, %d new, %d resumed; %d chunks to write",
         plan.batch, plan.total, plan.skipped, plan.reserved, plan.resumed, len(plan.jobs),
     )
-    chunk_items = plan.jobs[0].stop - plan.jobs[0].start if plan.jobs else 1
-    size = items_per_task or auto_items_per_task(todo, dask_worker_threads(), chunk_items)
+    size = items_per_task or auto_items_per_task(todo, dask_worker_threads(), plan.chunk_items)
     groups = group_jobs(plan.jobs, size)
     log.info("%d tasks of up to %d items", len(groups), size)
     progress: Any = create_progress_artifact(0.0, key="voxelize-progress", description=f"voxelize {plan.batch}")

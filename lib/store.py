@@ -83,6 +83,7 @@ class BatchPlan:
     batch: str
     source: str
     voxel: VoxelConfig  # the store's settings, used for every item
+    chunk_items: int
     jobs: list[ChunkJob]
     total: int  # items in the batch
     skipped: int  # already stored or failed earlier
@@ -259,7 +260,7 @@ class VoxelStore:
             its = tuple(sorted(todo[chunk], key=lambda j: j.row))
             jobs.append(ChunkJob(chunk, chunk * c, its[-1].row + 1, its))
         voxel = VoxelConfig.model_validate(m.voxel)
-        return BatchPlan(batch, source, voxel, jobs, len(items), skipped, len(new), resumed)
+        return BatchPlan(batch, source, voxel, c, jobs, len(items), skipped, len(new), resumed)
 
     # -- step 2: write chunks (workers) -------------------------------------------------------------------
     def write_chunk(self, job: ChunkJob, grids: dict[int, np.ndarray], results: Iterable[ItemResult]) -> None:

@@ -116,3 +116,18 @@ def test_existing_dask_scheduler_and_appending_batches(prefect_api: str, tmp_pat
     assert store.summary()["batches"] == ["b1", "b2"] and store.summary()["stored"] == 28
     rows_b2 = [r["row"] for r in store.records() if r["batch"] == "b2"]
     assert min(rows_b2) % store.manifest().chunk_items == 0
+
+
+def test_task_size_follows_the_cluster_the_flow_runs_on(prefect_api: str) -> None:
+    from prefect import flow
+    from prefect_dask import DaskTaskRunner
+
+    from flows.runners import dask_worker_threads
+
+    with LocalCluster(n_workers=1, threads_per_worker=3, processes=False, dashboard_address=":0") as cluster:
+
+        @flow(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
+        def probe() -> int:
+            return dask_worker_threads()
+
+        assert probe() == 3

@@ -84,8 +84,7 @@ def run_bare(batch_url: str, store_url: str, workers: int, pool: Executor | None
     """plan, chunks over a spawn-based process pool (the flow's grouping rule), finalize."""
     plan = plan_batch(batch_url, store_url)
     todo = sum(len(j.items) for j in plan.jobs)
-    chunk_items = plan.jobs[0].stop - plan.jobs[0].start
-    groups = group_jobs(plan.jobs, auto_items_per_task(todo, workers, chunk_items))
+    groups = group_jobs(plan.jobs, auto_items_per_task(todo, workers, plan.chunk_items))
     own = pool is None
     pool = pool or ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
     try:
