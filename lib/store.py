@@ -213,20 +213,19 @@ class VoxelStore:
         with self.storage.lock(LOCK):
             m = self.manifest()
             self._merge_commits(m)
-            by_id = {rec["item_id"]: rec for rec in m.items}
+            status = {rec["item_id"]: rec["status"] for rec in m.items}
             c = m.chunk_items
-            new: list[BatchItem] = []
-            skipped = 0
+            new = [it for it in items if f"{batch}/{it.key}" not in status]
+            skipped = sum(status.get(f"{batch}/{it.key}") in (STORED, FAILED) for it in items)
+            # Rows reserved by an earlier run of this batch that never committed: redo their chunks whole,
+            # from the manifest (an item whose file has gone since then fails with that reason).
+            sizes = {it.key: it.size for it in items}
             todo: dict[int, list[JobItem]] = {}
-            for it in items:
-                item_id = f"{batch}/{it.key}"
-                rec = by_id.get(item_id)
-                if rec is None:
-                    new.append(it)
-                elif rec["status"] == PENDING:
-                    todo.setdefault(rec["row"] // c, []).append(JobItem(rec["row"], item_id, it.key, it.size))
-                else:
-                    skipped += 1
+            for rec in m.items:
+                if rec["batch"] == batch and rec["status"] == PENDING:
+                    key = rec["item_id"][len(batch) + 1 :]
+                    job = JobItem(rec["row"], rec["item_id"], key, sizes.get(key, 0))
+                    todo.setdefault(rec["row"] // c, []).append(job)
             resumed = sum(len(v) for v in todo.values())
             start = -(-m.n_rows // c) * c if new else m.n_rows  # new reservations start on a chunk boundary
             for i, it in enumerate(new):

@@ -147,3 +147,13 @@ def test_concurrent_plans_reserve_disjoint_rows(storage: Storage) -> None:
     store = VoxelStore.open(storage.url)
     assert len(store.records(None)) == 28
     assert store.array().shape[0] >= max(rows) + 1
+
+
+def test_a_file_gone_before_the_rerun_still_gets_a_status(storage: Storage) -> None:
+    store = VoxelStore.open_or_create(storage, VoxelConfig(resolution=R), chunk_items=4)
+    plan = store.plan("b1", "src", items(6))  # the run dies before writing anything
+    assert len(plan.jobs) == 2
+    listed_now = items(6)[:5]  # f005 was deleted from the batch meanwhile
+    again = store.plan("b1", "src", listed_now)
+    assert (again.skipped, again.reserved, again.resumed) == (0, 0, 6)
+    assert "b1/f005.off" in {it.item_id for job in again.jobs for it in job.items}
