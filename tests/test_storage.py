@@ -161,12 +161,11 @@ def test_open_storage_urls(tmp_path) -> None:  # type: ignore[no-untyped-def]
             open_storage(bad)
 
 
+@pytest.mark.timeout(60)  # an error, not endless retries
 def test_unreachable_endpoint_is_one_clear_error() -> None:
     settings = S3Settings(endpoint_url=f"http://127.0.0.1:{free_port()}", connect_timeout_s=1, max_attempts=1)
-    started = time.monotonic()
     with pytest.raises(StorageError, match="not reachable"):
         S3Storage("bucket", "p", settings).check()
-    assert time.monotonic() - started < 30
 
 
 def test_missing_bucket_is_one_clear_error(s3_server: S3Server) -> None:
