@@ -168,6 +168,9 @@ def test_symlinks_are_not_listed_nor_read(tmp_path: Path) -> None:
         storage.read_bytes("chair/train/link.off")
     with pytest.raises(StorageError, match="symbolic link"):
         storage.read_bytes("chair/linkdir/inner.off")  # through a linked folder
+    with pytest.raises(StorageError, match="symbolic link"):
+        storage.write_bytes("chair/linkdir/planted.off", b"x")  # writes cannot escape that way either
+    assert not (outside / "dir" / "planted.off").exists()
     assert storage.read_bytes("chair/train/a.off") == b"a"
 
 
