@@ -73,3 +73,11 @@ def voxelize_batch(
         description=f"voxelize-batch {plan.batch}",
     )
     return result
+
+
+def run_voxelize(dask_address: str | None = None, n_workers: int | None = None, **params: Any) -> dict[str, Any]:
+    """Run voxelize-batch in this process on a Dask LocalCluster of ``n_workers``, or on the scheduler at
+    ``dask_address``; ``params`` are the flow's parameters."""
+    runner = dask_runner(dask_address, n_workers)
+    result: dict[str, Any] = voxelize_batch.with_options(task_runner=runner)(**params)  # type: ignore[arg-type]
+    return result

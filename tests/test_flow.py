@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from distributed import LocalCluster
 
-from flows.runners import dask_runner
-from flows.voxelize import voxelize_batch
+from flows.voxelize import run_voxelize
 from lib.demo import iter_demo_batch, write_demo_batch
 from lib.pipeline import voxelize_item
 from lib.readers import ReadLimits
@@ -28,10 +27,7 @@ BAD_FILES = {
 
 
 def run_flow(batch_url: str, store_url: str, address: str | None = None, **kw: Any) -> dict[str, Any]:
-    runner = dask_runner(address=address, n_workers=2)
-    fn = voxelize_batch.with_options(task_runner=runner)  # type: ignore[arg-type]
-    result: dict[str, Any] = fn(batch_url=batch_url, store_url=store_url, **kw)
-    return result
+    return run_voxelize(address, 2, batch_url=batch_url, store_url=store_url, **kw)
 
 
 def digests(storage: Storage) -> dict[str, str]:

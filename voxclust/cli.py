@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -114,14 +114,13 @@ def _run_voxelize(
     limits: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     _prefect_defaults()
-    from flows.runners import dask_runner, prefect_api
-    from flows.voxelize import voxelize_batch
+    from flows.runners import prefect_api
+    from flows.voxelize import run_voxelize
 
-    flow_fn: Callable[..., dict[str, Any]] = voxelize_batch.with_options(
-        task_runner=dask_runner(dask_address, workers)  # type: ignore[arg-type]
-    )
     with prefect_api():
-        return flow_fn(
+        return run_voxelize(
+            dask_address,
+            workers,
             batch_url=batch_url,
             store_url=store_url,
             voxel=voxel,

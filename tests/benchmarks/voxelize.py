@@ -64,12 +64,9 @@ def upload_tree(local: Path, url: str) -> int:
 
 
 def run_flow(batch_url: str, store_url: str, workers: int, address: str | None = None) -> dict[str, Any]:
-    from flows.runners import dask_runner
-    from flows.voxelize import voxelize_batch
+    from flows.voxelize import run_voxelize
 
-    fn = voxelize_batch.with_options(task_runner=dask_runner(address, n_workers=workers))  # type: ignore[arg-type]
-    result: dict[str, Any] = fn(batch_url=batch_url, store_url=store_url)
-    return result
+    return run_voxelize(address, workers, batch_url=batch_url, store_url=store_url)
 
 
 def _bare_group(jobs: list[Any], batch_url: str, store_url: str, voxel: Any) -> int:
