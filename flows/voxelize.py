@@ -40,7 +40,12 @@ def voxelize_batch(
     todo = sum(len(job.items) for job in plan.jobs)
     log.info(
         "batch %s: %d items, %d already done, %d new, %d resumed; %d chunks to write",
-        plan.batch, plan.total, plan.skipped, plan.reserved, plan.resumed, len(plan.jobs),
+        plan.batch,
+        plan.total,
+        plan.skipped,
+        plan.reserved,
+        plan.resumed,
+        len(plan.jobs),
     )
     size = items_per_task or auto_items_per_task(todo, dask_worker_threads(), plan.chunk_items)
     groups = group_jobs(plan.jobs, size)

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand
 
 from lib.readers import ReadLimits
 
@@ -63,15 +64,23 @@ def _user_errors() -> Iterator[None]:
     from lib.storage import StorageError
     from lib.store import StoreError
 
+    user_errors: list[type[BaseException]] = [StorageError, StoreError, BatchError, NpzImportError, FileNotFoundError]
     try:
         yield
-    except (StorageError, StoreError, BatchError, NpzImportError, FileNotFoundError) as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         err.print(f"[red]error:[/red] {escape(where)}: {escape(first['msg'])}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except Exception as exc:
+        # Errors of modules that are slow to import (torch, faiss) count only once those modules are loaded,
+        # which they are whenever one of their errors was raised.
+        for module, name in (("lib.features.base", "MethodError"), ("lib.cluster", "ClusterError")):
+            if module in sys.modules:
+                user_errors.append(getattr(sys.modules[module], name))
+        if not isinstance(exc, tuple(user_errors)):
+            raise
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -168,9 +177,7 @@ def voxelize(
         voxel = _voxel_config(resolution, mode, up_axis)
         _preflight(batch_url, store_url)
         limits = {"max_bytes": max_bytes, "max_vertices": max_vertices}
-        result = _run_voxelize(
-            batch_url, store_url, voxel, batch_name, items_per_task, dask_address, workers, limits
-        )
+        result = _run_voxelize(batch_url, store_url, voxel, batch_name, items_per_task, dask_address, workers, limits)
         if as_json:
             out.print_json(json.dumps(result))
             return
@@ -222,9 +229,7 @@ def info(
         store = VoxelStore.open(store_url)
         summary = store.summary()
         if failed:
-            summary["failed_items"] = [
-                {"item_id": r["item_id"], "reason": r["reason"]} for r in store.records(FAILED)
-            ]
+            summary["failed_items"] = [{"item_id": r["item_id"], "reason": r["reason"]} for r in store.records(FAILED)]
         _print_summary(summary, as_json)
         if failed and not as_json:
             for rec in summary["failed_items"]:
@@ -255,6 +260,115 @@ def demo(
         _print_summary(result["store"], False)
         where = Path(store_url).absolute() if "://" not in store_url else store_url
         out.print(f"voxel store: [bold]{where}[/bold]")
+
+
+def _parse_options(pairs: list[str], epochs: int | None) -> dict[str, Any]:
+    """``key=value`` pairs (value as JSON when it parses, else a string; ``a.b=v`` for nested options)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r}: expected key=value", param_hint="--set")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = options
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    if epochs is not None:
+        options["epochs"] = epochs
+    return options
+
+
+def methods_help() -> str:
+    """Every registered method with its options, defaults and descriptions (imports torch: built on demand)."""
+    from lib.features.registry import METHODS
+
+    lines = []
+    for name, cls in METHODS.items():
+        doc = ((cls.__module__ and sys.modules[cls.__module__].__doc__) or "").strip().split("\n\n")[0]
+        lines.append(f"{name}: {' '.join(doc.split())}")
+        for field, info in cls.config_cls.model_fields.items():
+            default = info.get_default(call_default_factory=True)
+            if hasattr(default, "model_dump"):
+                default = default.model_dump()
+            lines.append(f"    {field} = {default!r}  {info.description or ''}".rstrip())
+    return "\n".join(lines)
+
+
+class _MethodsHelp(TyperCommand):
+    """Appends the registered methods and their options to ``--help`` only when help is shown."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        if "Methods and options" not in (self.help or ""):
+            listing = methods_help().replace("\n", "\n\n")
+            self.help = f"{self.help}\n\nMethods and options (set with --set key=value):\n\n{listing}"
+        super().format_help(ctx, formatter)
+
+
+Method = Annotated[str, typer.Option("--method", "-m", help="feature method (see the list below)")]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="method option key=value (JSON value; a.b=v for nested), repeatable")
+]
+Split = Annotated[str, typer.Option(help="store region: auto (train split if any, else all), all, train, test")]
+
+
+@app.command(cls=_MethodsHelp)
+def train(
+    method: Method,
+    data_url: Annotated[str, typer.Option("--data", help="the voxel store to train on")],
+    epochs: Annotated[int | None, typer.Option(min=0, help="training epochs (default: the method's)")] = None,
+    options: SetOption = None,
+    split: Split = "auto",
+    run_url: Annotated[str | None, typer.Option("--run", help="where the run goes (default: <data>/runs/...)")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N")] = "auto",
+    as_json: AsJson = False,
+) -> None:
+    """Train a feature method on a voxel store (a Prefect flow: one task per epoch step, checkpointed), then
+    embed every stored item. Re-running with the same --run resumes at the last finished step."""
+    with _user_errors():
+        opts = _parse_options(options or [], epochs)
+        _prefect_defaults()
+        from flows.features import train_features
+        from lib.features.runs import Region, make_config
+
+        make_config(method, opts)  # bad method or option: fail before starting anything
+        region = Region.model_validate({"split": split})
+        result = train_features(method, data_url, opts, region, run_url, device)
+        if as_json:
+            out.print_json(json.dumps(result))
+            return
+        emb = result["embedding"]
+        out.print(f"run [bold]{result['run']}[/bold]: embedding {emb['name']!r} of {emb['n']} x {emb['dim']}")
+        for key, value in result["metrics"].items():
+            out.print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+
+
+@app.command()
+def embed(
+    run_url: Annotated[str, typer.Option("--run", help="a training run (see voxclust train)")],
+    split: Annotated[str, typer.Option(help="store region to embed: all, train, test")] = "all",
+    name: Annotated[str | None, typer.Option(help="name of the embedding array (default: the split)")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Embed a region of the run's voxel store with its trained model (stored as a zarr array in the run)."""
+    with _user_errors():
+        from lib.features.runs import Region, Session
+
+        ref = Session(run_url).embed(Region.model_validate({"split": split}), name)
+        if as_json:
+            out.print_json(ref.model_dump_json())
+            return
+        out.print(f"embedding {ref.name!r}: {ref.n} x {ref.dim} in {ref.run_url}")
+
+
+@app.command()
+def methods() -> None:
+    """List the registered feature methods and their options."""
+    out.print(methods_help(), highlight=False, markup=False)
 
 
 def main() -> None:

@@ -70,7 +70,7 @@ class MethodContract:
         )
 
     def test_embed_region_and_held_out(self, tiny_store: str, tmp_path: Path) -> None:
-        ref, emb = self.run(tiny_store, tmp_path / "run")
+        ref, _ = self.run(tiny_store, tmp_path / "run")
         s = Session(ref.run_url)
         assert s.spec.region.split == "train"  # auto: the store has a train split
         test = s.embed(Region(split="test"))
@@ -97,7 +97,7 @@ class MethodContract:
                 create_run(self.method, unlabelled_store, self.options, run_url=str(tmp_path / "r"))
             assert not (tmp_path / "r" / "run.json").exists()  # refused before anything was written
         else:
-            ref, emb = self.run(unlabelled_store, tmp_path / "r")
+            _, emb = self.run(unlabelled_store, tmp_path / "r")
             assert emb.n == 59
 
 

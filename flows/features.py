@@ -1,0 +1,48 @@
+"""train-features: create (or resume) a run, prepare/train epoch by epoch as separate tasks, evaluate, embed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+
+from lib.features.runs import Region
+from tasks.features import create_run, embed, finish_run, prepare_epoch, train_epoch
+
+
+@flow(name="train-features")
+def train_features(
+    method: str,
+    data_url: str,
+    options: dict[str, Any] | None = None,
+    region: Region | None = None,
+    run_url: str | None = None,
+    device: str = "auto",
+    embed_region: Region | None = None,
+) -> dict[str, Any]:
+    """Train ``method`` on the voxel store at ``data_url`` and embed its items.
+
+    ``region`` defaults to the store's train split when it has one (else every item); ``run_url`` to
+    ``<data_url>/runs/<method>-<time>``; ``embed_region`` to every stored item. A run already at ``run_url``
+    with the same method, options and data resumes at its last finished step.
+    """
+    log = get_run_logger()
+    ref = create_run(method, data_url, options or {}, region, run_url, device)
+    log.info("run %s: %s, epoch %d of %d", ref.run_url, method, ref.epochs_done, ref.epochs)
+    progress: Any = None
+    if ref.epochs:
+        progress = create_progress_artifact(100.0 * ref.epochs_done / ref.epochs, description=f"{method} training")
+    for epoch in range(ref.epochs_done, ref.epochs):
+        if ref.has_prepare:
+            prepare_epoch(ref.run_url, epoch)
+        entry = train_epoch(ref.run_url, epoch)
+        log.info("epoch %d: %s", epoch, {k: v for k, v in entry.items() if isinstance(v, int | float)})
+        update_progress_artifact(progress, 100.0 * (epoch + 1) / ref.epochs)
+    metrics = finish_run(ref.run_url)
+    emb = embed(ref.run_url, embed_region, None)
+    create_table_artifact(
+        [{"method": method, "run": ref.run_url, "embedding": emb.name, "items": emb.n, "dim": emb.dim, **metrics}],
+        description=f"train-features {method}",
+    )
+    return {"run": ref.run_url, "method": method, "embedding": emb.model_dump(mode="json"), "metrics": metrics}

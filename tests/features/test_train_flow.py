@@ -1,0 +1,136 @@
+"""train-features end to end: the CLI and the Prefect flow (one task per epoch step, tagged gpu), a store and
+runs on real S3 (moto's server), resume after a worker died, and the user errors."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lib.features.runs import Region, Session, create_run, load_region, read_embedding
+from lib.importer import import_npz
+from tests.features.conftest import write_npz
+from tests.test_cli import _assert_user_error
+from voxclust.cli import app
+
+DC = ["--set", "k=6", "--set", "width=4", "--set", "feature_dim=16", "--set", "batch_size=8"]
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("NO_COLOR", "1")
+    return CliRunner()
+
+
+@pytest.fixture
+def s3_store(s3_bucket: str, tmp_path: Path) -> str:
+    url = f"s3://{s3_bucket}/store"
+    import_npz(write_npz(tmp_path / "tiny.npz"), url, classes=["box", "ball", "rod"])
+    return url
+
+
+def _task_runs(flow_run_id: object) -> list[tuple[str, list[str]]]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read() -> list[tuple[str, list[str]]]:
+        async with get_client() as client:
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            return [(r.name, list(r.tags)) for r in runs]
+
+    return asyncio.run(read())
+
+
+def test_deepcluster_flow_on_s3_resumes_after_a_dead_worker(prefect_api: str, s3_store: str) -> None:
+    from flows.features import train_features
+
+    run_url = f"{s3_store}/runs/dc"
+    options = {"epochs": 3, "k": 6, "width": 4, "feature_dim": 16, "batch_size": 8}
+    ref = create_run("deepcluster", s3_store, options, run_url=run_url, device="cpu")
+    s = Session(ref.run_url)  # a worker finished epoch 0, then re-clustered for epoch 1 and died
+    s.prepare(0)
+    s.train(0)
+    s.prepare(1)
+    state = train_features(
+        "deepcluster",
+        s3_store,
+        options,
+        run_url=run_url,
+        device="cpu",
+        return_state=True,  # type: ignore[call-arg]
+    )
+    result = state.result()
+    tasks = _task_runs(state.state_details.flow_run_id)
+    names = sorted(name.rsplit("-", 1)[0] for name, _ in tasks)
+    # epoch 0 is not redone; epoch 1 was prepared already (its recluster task returns the logged values)
+    assert names.count("train-epoch") == 2 and names.count("recluster") == 2
+    assert all(tags == ["gpu"] for name, tags in tasks if not name.startswith("create-run"))
+    x, rows, attrs = read_embedding(result["run"], "all")
+    assert x.shape == (59, 16) and len(rows) == 59
+    assert [h["epoch"] for h in attrs["history"]] == [0, 1, 2]
+    assert all("nmi_labels" in h and "cluster_sizes" in h for h in attrs["history"])
+    assert attrs["checkpoint"] == f"{run_url}/checkpoint.pt"
+
+
+def test_cli_train_and_embed(prefect_api: str, runner: CliRunner, tiny_store: str, tmp_path: Path) -> None:
+    run = str(tmp_path / "run")
+    args = ["train", "-m", "voxnet", "--data", tiny_store, "--epochs", "1", "--run", run]
+    result = runner.invoke(app, [*args, "--set", "fc=8", "--set", "augment.rotation=none", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "test_accuracy" in result.stdout
+    result = runner.invoke(app, ["embed", "--run", run, "--split", "test"])
+    assert result.exit_code == 0, result.output
+    x, rows, attrs = read_embedding(run, "test")
+    assert x.shape == (12, 8) and attrs["config"]["augment"]["rotation"] == "none"
+    test = load_region(tiny_store, Region(split="test"))
+    np.testing.assert_array_equal(rows, test.rows)
+    np.testing.assert_allclose(x, Session(run).method.embed(test.grids), rtol=1e-6, atol=1e-6)
+
+
+def test_help_lists_methods_and_options(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["train", "--help"])
+    assert result.exit_code == 0
+    for text in ("raw", "voxnet", "vrn", "autoencoder", "deepcluster", "triplet", "softtriple", "views_per_shape"):
+        assert text in result.stdout
+    assert "over-clustering" in runner.invoke(app, ["methods"]).stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["-m", "kmeans"], ["unknown method 'kmeans'", "deepcluster", "softtriple"]),
+        (["-m", "voxnet", "--set", "colour=red"], ["option colour", "options:", "vote_rotations"]),
+        (["-m", "voxnet", "--set", "lr=-1"], ["option lr"]),
+        (["-m", "voxnet", "--set", "oops"], ["key=value"]),
+    ],
+)
+def test_train_bad_method_or_option(runner: CliRunner, tiny_store: str, args: list[str], fragments: list[str]) -> None:
+    result = runner.invoke(app, ["train", "--data", tiny_store, *args])
+    if "key=value" in fragments:
+        assert result.exit_code == 2 and "key=value" in result.output
+        return
+    _assert_user_error(result, *fragments)
+
+
+def test_train_user_errors_before_training(
+    prefect_api: str, runner: CliRunner, unlabelled_store: str, tiny_store: str, tmp_path: Path
+) -> None:
+    run = str(tmp_path / "r")
+    _assert_user_error(
+        runner.invoke(app, ["train", "-m", "vrn", "--data", unlabelled_store, "--run", run]), "needs a label"
+    )
+    _assert_user_error(
+        runner.invoke(app, ["train", "-m", "deepcluster", "--data", tiny_store, "--run", run, "--set", "k=500"]),
+        "k=500",
+    )
+    _assert_user_error(runner.invoke(app, ["train", "-m", "raw", "--data", str(tmp_path / "none")]), "not a voxclust")
+    _assert_user_error(runner.invoke(app, ["embed", "--run", str(tmp_path / "none")]), "not a voxclust run")
+    assert not (tmp_path / "r" / "run.json").exists()
+
+
+def test_region_split_choices(tiny_store: str) -> None:
+    with pytest.raises(ValueError, match="split"):
+        Region.model_validate({"split": "validation"})
