@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from lib.store import VoxelStore
 from voxclust.cli import app
 
-COMMANDS = ["demo-batch", "voxelize", "import", "info", "demo"]
+COMMANDS = ["demo-batch", "voxelize", "import", "info", "demo", "train", "embed", "methods"]
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ Every epoch, as the paper's code does:
 2. ``train_epoch``: a new top layer (Linear feature -> k, weights N(0, 0.01), bias 0) with its own SGD
    without momentum; sample uniformly over the non-empty clusters (``int(N / non_empty) + 1`` per cluster,
    with replacement only for clusters smaller than that), one epoch of cross-entropy on augmented views.
+   The backbone's lr follows a cosine decay over the run; the new head always starts at the base lr.
 
 The backbone is a conv encoder with batch norm (:class:`lib.features.nets.ConvEncoder`) followed by batch
 norm and ReLU; the embedding is that ``feature_dim`` layer (what gets clustered). Paper: SGD lr 0.05,

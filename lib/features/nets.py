@@ -10,7 +10,8 @@
 - :class:`VRN`: Voxception-ResNet, Brock et al., "Generative and Discriminative Voxel Modeling with
   Convolutional Neural Networks", arXiv 1608.04236 (2016). conv0, then four stages of ``blocks`` Voxception
   residual blocks and one Voxception downsampling block (widths w, 2w, 4w, 8w; grid halves each stage),
-  global pooling, fc ``16 w`` (the paper's fc 512 at w = 32), fc classes. Pre-activation BN + ELU,
+  global pooling, fc ``16 w`` (the paper's fc 512 at w = 32), fc classes. ``stem_stride = 2`` makes conv0
+  strided (blocks start at half the grid): a CPU-budget option, not the paper's. Pre-activation BN + ELU,
   orthogonal initialisation, stochastic depth on the non-residual paths (keep probability falling from 0.95
   to 0.25 with depth, as the paper's schedule). Full size (w = 32, 3 blocks) needs a GPU; tests and CPU
   budgets use a smaller ``width``.
@@ -117,13 +118,15 @@ class VoxceptionDown(nn.Module):
 class VRN(nn.Module):
     """Voxception-ResNet; ``features`` returns the penultimate fc layer (16 * width)."""
 
-    def __init__(self, n_classes: int, width: int = 32, blocks: int = 3, resolution: int = 32) -> None:
+    def __init__(
+        self, n_classes: int, width: int = 32, blocks: int = 3, resolution: int = 32, stem_stride: int = 1
+    ) -> None:
         super().__init__()
         if width < 4 or width % 4:
             raise ValueError("VRN width must be a multiple of 4")
-        if resolution < 16:
-            raise ValueError(f"VRN needs a grid of at least 16^3, got {resolution}^3")
-        layers: list[nn.Module] = [nn.Conv3d(1, width, 3, padding=1)]
+        if resolution // stem_stride < 16:
+            raise ValueError(f"VRN needs a grid of at least 16^3 after the stem, got {resolution}^3 / {stem_stride}")
+        layers: list[nn.Module] = [nn.Conv3d(1, width, 3, stride=stem_stride, padding=1)]
         total = 4 * blocks
         depth = 0
         c = width

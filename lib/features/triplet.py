@@ -26,7 +26,7 @@ from lib.features.torchbase import cosine_lr, set_lr
 
 
 class TripletConfig(MetricConfig):
-    epochs: int = 20
+    epochs: int = 8
     margin: float = Field(0.2, gt=0, description="triplet margin, for the loss and the semi-hard miner")
 
 
