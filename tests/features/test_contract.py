@@ -118,7 +118,14 @@ class TestVoxNet(MethodContract):
 
 class TestVRN(MethodContract):
     method = "vrn"
-    options: ClassVar[dict[str, Any]] = {**TINY_NET, "batch_size": 8, "width": 4, "blocks": 1, "vote_rotations": 1}
+    options: ClassVar[dict[str, Any]] = {
+        **TINY_NET,
+        "batch_size": 8,
+        "width": 4,
+        "blocks": 1,
+        "vote_rotations": 1,
+        "stem_stride": 1,
+    }
 
 
 class TestAutoencoder(MethodContract):
