@@ -67,7 +67,7 @@ class Autoencoder(TorchMethod):
 
     def train_epoch(self, data: VoxelData, epoch: int, rng: np.random.Generator) -> dict[str, Any]:
         c = self.config
-        self.check_batch(data, 2)
+        self.check_batch(len(data), 2)
         opt = self.optimizers["model"]
         set_lr(opt, cosine_lr(c.lr, epoch, c.epochs))
         self.train_mode(True)

@@ -33,7 +33,23 @@ def conv_out(size: int, kernel: int, stride: int = 1) -> int:
     return (size - kernel) // stride + 1
 
 
-class VoxNet(nn.Module):
+class Classifier(nn.Module):
+    """A ``trunk`` (input -> feature layer) and a ``head`` (feature layer -> class logits)."""
+
+    trunk: nn.Module
+    head: nn.Module
+    feature_dim: int
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.trunk(x)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.head(self.features(x))
+        return out
+
+
+class VoxNet(Classifier):
     """VoxNet; ``features`` returns the fc-128 layer (after its ReLU), ``forward`` the class logits."""
 
     def __init__(self, n_classes: int, resolution: int = 32, fc: int = 128) -> None:
@@ -55,14 +71,6 @@ class VoxNet(nn.Module):
         )
         self.head = nn.Sequential(nn.Dropout(0.4), nn.Linear(fc, n_classes))
         self.feature_dim = fc
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.trunk(x)
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.head(self.features(x))
-        return out
 
 
 def _bn_elu(c: int) -> nn.Sequential:
@@ -115,7 +123,7 @@ class VoxceptionDown(nn.Module):
         return torch.cat([self.conv3(h), self.conv1(h), self.maxp(h), self.avgp(h)], dim=1)
 
 
-class VRN(nn.Module):
+class VRN(Classifier):
     """Voxception-ResNet; ``features`` returns the penultimate fc layer (16 * width)."""
 
     def __init__(
@@ -147,14 +155,6 @@ class VRN(nn.Module):
                 nn.init.orthogonal_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.trunk(x)
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.head(self.features(x))
-        return out
 
 
 def _down_steps(resolution: int) -> int:

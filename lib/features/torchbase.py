@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from lib.augment import AugmentConfig, augment_batch, rotate_z
 from lib.features.base import DataInfo, FeatureMethod, MethodConfig, MethodError, VoxelData
+from lib.features.nets import Classifier
 
 EMBED_BATCH = 128
 
@@ -118,10 +119,10 @@ class TorchMethod(FeatureMethod):
             r = self.info.resolution
             return int(self.embed_batch(self.input(np.zeros((1, r, r, r), dtype=bool))).shape[1])
 
-    def check_batch(self, data: VoxelData, per_batch: int) -> None:
-        if len(data) < per_batch:
+    def check_batch(self, n_items: int, per_batch: int) -> None:
+        if n_items < per_batch:
             raise MethodError(
-                f"{self.name}: the batch needs {per_batch} items but the training set has {len(data)}; "
+                f"{self.name}: the batch needs {per_batch} items but the training set has {n_items}; "
                 "use a smaller batch or more data"
             )
 
@@ -184,7 +185,7 @@ class ClassifierMethod(TorchMethod):
         c = self.config
         model, opt = self.nets["model"], self.optimizers["model"]
         train, val = self.split(data)
-        self.check_batch(data.subset(train), 2)
+        self.check_batch(len(train), 2)
         set_lr(opt, cosine_lr(c.lr, epoch, c.epochs))
         model.train()
         total, correct, loss_sum = 0, 0, 0.0
@@ -233,5 +234,6 @@ class ClassifierMethod(TorchMethod):
         return out
 
     def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.nets["model"].features(x)  # type: ignore[operator]
-        return out
+        model = self.nets["model"]
+        assert isinstance(model, Classifier)
+        return model.features(x)
