@@ -67,20 +67,10 @@ class S3Settings(BaseSettings):
     max_attempts: int = 5
 
     def resolved_endpoint(self) -> str | None:
-        return (
-            self.endpoint_url
-            or os.environ.get("AWS_ENDPOINT_URL_S3")
-            or os.environ.get("AWS_ENDPOINT_URL")
-            or None
-        )
+        return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
     def resolved_region(self) -> str:
-        return (
-            self.region
-            or os.environ.get("AWS_REGION")
-            or os.environ.get("AWS_DEFAULT_REGION")
-            or "us-east-1"
-        )
+        return self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
 def _join(*parts: str) -> str:
@@ -125,6 +115,11 @@ class Storage(ABC):
     @abstractmethod
     def check(self, must_exist: bool = False) -> None:
         """Raise StorageError now if the root is unreachable (or missing, with ``must_exist``)."""
+
+    @abstractmethod
+    def browser_url(self, key: str, expires_s: int = 7 * 86400) -> str:
+        """A URL a web browser on a machine that can reach this storage opens ``key`` with (file:// for a
+        local directory, a presigned GET URL valid ``expires_s`` seconds for S3)."""
 
     def _check_key(self, key: str) -> str:
         parts = key.replace("\\", "/").split("/")
@@ -244,6 +239,9 @@ class LocalStorage(Storage):
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
 
+    def browser_url(self, key: str, expires_s: int = 7 * 86400) -> str:
+        return self._path(key).as_uri()
+
     def child(self, sub: str) -> LocalStorage:
         return LocalStorage(self._path(sub))
 
@@ -357,6 +355,12 @@ class S3Storage(Storage):
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def browser_url(self, key: str, expires_s: int = 7 * 86400) -> str:
+        url: str = self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=int(expires_s)
+        )
+        return url
 
     def child(self, sub: str) -> S3Storage:
         return S3Storage(self.bucket, _join(self.prefix, self._check_key(sub)), self.settings)

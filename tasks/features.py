@@ -44,4 +44,4 @@ def finish_run(run_url: str) -> dict[str, Any]:
 
 @task(name="embed", tags=GPU, retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def embed(run_url: str, region: Region | None, name: str | None) -> EmbeddingRef:
-    return runs.Session(run_url).embed(region, name)
+    return runs.Session(run_url).embed(region, name, reuse=True)

@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 from lib.store import VoxelStore
 from voxclust.cli import app
 
-COMMANDS = ["demo-batch", "voxelize", "import", "info", "demo", "train", "embed", "methods"]
+COMMANDS = [
+    "demo-batch", "voxelize", "import", "info", "demo", "train", "embed", "methods", "compare", "report", "export",
+]  # fmt: skip
 
 
 @pytest.fixture

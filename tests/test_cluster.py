@@ -1,8 +1,10 @@
-"""lib.cluster: metrics against independent computations, PCA against scikit-learn, faiss k-means behaviour."""
+"""lib.cluster: metrics against independent computations, PCA and k-means against scikit-learn, faiss k-means
+behaviour, PIC against a plain transcription of DeepCluster's, elbow / knee, silhouette and summaries."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import warnings
 
@@ -11,21 +13,34 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from scipy.special import comb
+from sklearn.cluster import KMeans as SKKMeans
+from sklearn.datasets import make_blobs
 from sklearn.decomposition import PCA
+from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 import lib.cluster as cluster
 from lib.cluster import (
     ClusterError,
+    ElbowResult,
+    PICResult,
     ari,
     cluster_accuracy,
+    cluster_summary,
     contingency,
     elbow,
+    elbow_ks,
+    elbow_sweep,
     evaluate_embedding,
+    faiss_num_gpus,
     fit_pca,
     kmeans,
     l2_normalize,
     nmi,
     pca,
+    pic,
+    purity,
+    silhouette,
+    suggest_k,
 )
 
 IntArray = npt.NDArray[np.int64]
@@ -420,3 +435,305 @@ def test_elbow_returns_inertia_per_k() -> None:
     assert inertias[0] > inertias[1] > inertias[2] > inertias[3]
     assert inertias[1] / inertias[2] > 5  # the elbow at the true k = 4
     assert math.isfinite(inertias[3])
+
+
+def test_elbow_ks_default_range() -> None:
+    assert elbow_ks(10) == list(range(2, 10))  # up to n_rows - 1
+    assert elbow_ks(1000) == list(range(2, 21))  # up to k_max = 20, every k
+    assert elbow_ks(3) == [2]
+    wide = elbow_ks(1000, k_max=60)
+    assert wide[:19] == list(range(2, 21)) and wide[-1] == 60
+    steps = np.diff(wide)
+    assert (steps >= 1).all() and steps[-1] > 1  # sparser above 20
+    assert len(wide) < 40
+    assert elbow_ks(30, k_max=60)[-1] == 29
+    with pytest.raises(ClusterError, match="at least 3 rows"):
+        elbow_ks(2)
+    with pytest.raises(ClusterError, match="k_max"):
+        elbow_ks(100, k_max=1)
+
+
+def test_suggest_k_on_synthetic_curves() -> None:
+    # a clear elbow at k = 4: steep drops before, a gentle slope after
+    curve = [(2, 100.0), (3, 50.0), (4, 12.0), (5, 10.0), (6, 8.0), (7, 6.0), (8, 4.0)]
+    assert suggest_k(curve) == 4
+    assert suggest_k(list(reversed(curve))) == 4  # the order of the points does not matter
+    # no knee: a straight line, a flat curve, too few points
+    assert suggest_k([(k, 100.0 - 3.0 * k) for k in range(2, 15)]) is None
+    assert suggest_k([(k, 5.0) for k in range(2, 10)]) is None
+    assert suggest_k([(2, 10.0), (3, 1.0)]) is None
+    assert suggest_k([]) is None
+    with pytest.raises(ClusterError, match="repeated"):
+        suggest_k([(2, 3.0), (2, 2.0), (4, 1.0)])
+    with pytest.raises(ClusterError, match="not finite"):
+        suggest_k([(2, 3.0), (3, float("nan")), (4, 1.0)])
+
+
+def test_elbow_sweep_finds_the_number_of_blobs() -> None:
+    x, _ = make_blobs(n_samples=160, centers=4, n_features=5, random_state=0)
+    res = elbow_sweep(x, ks=[8, 2, 3, 4, 5, 6, 7], seed=0, restarts=1)
+    assert isinstance(res, ElbowResult)
+    assert res.ks == (2, 3, 4, 5, 6, 7, 8)
+    assert res.inertias[2] == pytest.approx(kmeans(x, 4, seed=0, restarts=1).inertia)
+    assert res.knee == 4
+    assert suggest_k(list(zip(res.ks, res.inertias, strict=True))) == 4
+    with pytest.raises(ClusterError, match="repeated"):
+        elbow_sweep(x, ks=[2, 3, 3])
+
+
+# ------------------------------------------------------------------------------ k-means vs scikit-learn, GPU
+
+
+def test_kmeans_agrees_with_sklearn_on_separated_blobs() -> None:
+    x, y = make_blobs(n_samples=300, centers=5, n_features=6, cluster_std=1.0, random_state=3)
+    ours = kmeans(x, 5, seed=0, restarts=2)
+    ref = SKKMeans(n_clusters=5, n_init=3, random_state=0).fit(x.astype(np.float64))
+    assert adjusted_rand_score(ref.labels_, ours.labels) == 1.0
+    assert adjusted_rand_score(y, ours.labels) == 1.0
+    assert ours.inertia == pytest.approx(ref.inertia_, rel=1e-5)
+    assert ours.device == "cpu"
+
+
+@pytest.mark.skipif(faiss_num_gpus() > 0, reason="faiss sees a GPU here")
+def test_kmeans_gpu_true_without_gpu_is_refused() -> None:
+    x, _ = blobs(20, 3, 4)
+    with pytest.raises(ClusterError, match="gpu=True"):
+        kmeans(x, 3, gpu=True)
+    assert kmeans(x, 3, restarts=1).device == "cpu"  # auto: CPU when there is no GPU
+    assert kmeans(x, 3, restarts=1, gpu=False).device == "cpu"
+    with pytest.raises(ClusterError, match="gpu must be"):
+        kmeans(x, 3, gpu="yes")  # type: ignore[arg-type]
+
+
+def test_kmeans_auto_uses_faiss_gpu_path_when_gpus_are_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend faiss has a GPU: the training index must go through ``index_cpu_to_all_gpus``."""
+    x, y = blobs(40, 3, 4, seed=4)
+    cpu = kmeans(x, 3, seed=0, restarts=2, gpu=False)
+    moved: list[object] = []
+
+    def fake_to_gpus(index: object, co: object = None, ngpu: int = -1) -> object:
+        moved.append(index)
+        return index  # stays a CPU index: the same arithmetic
+
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss.extra_wrappers, "get_num_gpus", lambda: 1, raising=False)  # what faiss.Kmeans calls
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", fake_to_gpus)
+    auto = kmeans(x, 3, seed=0, restarts=2)
+    assert auto.device == "gpu" and len(moved) == 2  # one GPU index per restart
+    np.testing.assert_array_equal(auto.labels, cpu.labels)
+    assert auto.inertia == cpu.inertia and ari(y, auto.labels) == 1.0
+    forced_cpu = kmeans(x, 3, seed=0, restarts=2, gpu=False)
+    assert forced_cpu.device == "cpu" and len(moved) == 2
+
+
+# ------------------------------------------------------------------------------------------ purity, silhouette
+
+
+def test_purity_by_hand() -> None:
+    t = [0, 0, 0, 1, 1, 2, 2, 2, 2, 2]
+    p = [5, 5, 7, 7, 7, 7, 9, 9, 9, 9]
+    # cluster 5: {0, 0} -> 2; cluster 7: {0, 1, 1, 2} -> 2 (class 1); cluster 9: {2, 2, 2, 2} -> 4
+    assert purity(t, p) == pytest.approx((2 + 2 + 4) / 10)
+    # the other way round: class 0 -> clusters {5, 5, 7} -> 2; class 1 -> {7, 7} -> 2; class 2 -> {7, 9 x4} -> 4
+    assert purity(p, t) == pytest.approx(8 / 10)
+    assert purity(t, [0] * 10) == pytest.approx(5 / 10)  # one cluster: the largest class
+    assert purity(t, list(range(10))) == 1.0  # singletons are trivially pure
+    assert purity(["a", "b", "b"], ["x", "x", "y"]) == pytest.approx(2 / 3)
+    with pytest.raises(ClusterError, match="differ in length"):
+        purity(t, p[:-1])
+
+
+def test_silhouette_matches_sklearn_without_sampling() -> None:
+    x, y = make_blobs(n_samples=90, centers=3, n_features=4, cluster_std=2.0, random_state=5)
+    labels = np.where(np.arange(90) % 10 == 0, (y + 1) % 3, y)  # a few misplaced rows
+    expected = silhouette_score(x.astype(np.float32).astype(np.float64), labels)
+    assert silhouette(x, labels) == pytest.approx(expected, rel=1e-5)
+    assert silhouette(x, labels, sample_size=None) == pytest.approx(expected, rel=1e-5)
+    # undefined cases
+    assert silhouette(x, np.zeros(90, dtype=int)) is None  # one cluster
+    assert silhouette(x, np.arange(90)) is None  # one row per cluster
+    assert silhouette(x[:2], [0, 1]) is None  # fewer than 3 rows
+    bad = x.copy()
+    bad[4, 0] = np.nan
+    with pytest.raises(ClusterError, match="NaN"):
+        silhouette(bad, labels)
+    with pytest.raises(ClusterError, match="rows"):
+        silhouette(x, labels[:-1])
+    with pytest.raises(ClusterError, match="sample_size"):
+        silhouette(x, labels, sample_size=2)
+
+
+def test_silhouette_samples_deterministically() -> None:
+    x, y = make_blobs(n_samples=400, centers=3, n_features=3, cluster_std=2.0, random_state=6)
+    full = silhouette(x, y, sample_size=None)
+    a = silhouette(x, y, sample_size=150, seed=1)
+    assert full is not None and a is not None
+    assert a == silhouette(x, y, sample_size=150, seed=1)
+    assert a != silhouette(x, y, sample_size=150, seed=2)
+    assert abs(a - full) < 0.05
+
+
+# ------------------------------------------------------------------------------------------------------ PIC
+
+
+def pic_reference(x: npt.NDArray[np.float32], nnn: int, sigma: float, alpha: float, n_iter: int) -> IntArray:
+    """DeepCluster's PIC written out with dense matrices and loops (kNN by brute force in float64)."""
+    n = x.shape[0]
+    xd = x.astype(np.float64)
+    d2 = ((xd[:, None, :] - xd[None, :, :]) ** 2).sum(axis=2)
+    np.fill_diagonal(d2, np.inf)
+    knn = np.argsort(d2, axis=1, kind="stable")[:, :nnn]
+    a = np.zeros((n, n))
+    for i in range(n):
+        for j in knn[i]:
+            a[i, j] = math.exp(-d2[i, j] / sigma**2)
+    w = a + a.T
+    v = np.full(n, 1.0 / n)
+    for _ in range(n_iter):
+        v = alpha * (w.T @ v) + (1 - alpha) / n
+        v = v / v.sum()
+    pointer = list(range(n))
+    for i in range(n):
+        best = 0.0
+        for j in range(n):  # increasing j: ties go to the lowest index
+            if w[i, j] > 0 and w[i, j] * (v[j] - v[i]) > best:
+                best, pointer[i] = w[i, j] * (v[j] - v[i]), j
+    root = []
+    for i in range(n):
+        r = i
+        while pointer[r] != r:
+            r = pointer[r]
+        root.append(r)
+    size = {r: root.count(r) for r in set(root)}
+    final = list(root)
+    for s in range(n):
+        if size[root[s]] == 1:
+            for j in knn[s]:
+                if size[root[j]] > 1:
+                    final[s] = root[j]
+                    break
+    return np.asarray(final, dtype=np.int64)
+
+
+@pytest.mark.parametrize(
+    ("d", "l2", "sigma", "nnn"),
+    [
+        (3, False, 0.3, 5),
+        (3, True, 0.2, 4),
+        (30, False, 0.3, 2),  # a few basins of one row, which join a neighbour's cluster
+        (3, False, 0.3, 1),  # mutual nearest pairs with equal v: singletons that have nowhere to go
+    ],
+)
+def test_pic_matches_a_plain_transcription(d: int, l2: bool, sigma: float, nnn: int) -> None:
+    x = np.random.default_rng(20).random((150, d)).astype(np.float32)  # no structure: many local maxima
+    res = pic(x, n_neighbors=nnn, sigma=sigma, alpha=0.001, n_iter=200, l2=l2)
+    ref = pic_reference(l2_normalize(x) if l2 else x, nnn, sigma, 0.001, 200)
+    assert res.n_clusters == np.unique(ref).size > 3
+    assert adjusted_rand_score(ref, res.labels) == 1.0
+
+
+def test_pic_finds_separated_blobs_and_is_deterministic() -> None:
+    x, y = make_blobs(n_samples=240, centers=4, n_features=8, center_box=(-20, 20), random_state=1)
+    res = pic(x, n_neighbors=20)
+    assert isinstance(res, PICResult)
+    assert res.n_clusters == 4
+    assert ari(y, res.labels) >= 0.95
+    assert res.labels.dtype == np.int64 and res.labels.shape == (240,)
+    assert sorted(set(res.labels.tolist())) == [0, 1, 2, 3]
+    np.testing.assert_array_equal(res.sizes, np.bincount(res.labels))
+    assert (np.diff(res.sizes) <= 0).all()  # numbered by decreasing size
+    again = pic(x.copy(), n_neighbors=20)
+    np.testing.assert_array_equal(again.labels, res.labels)
+
+
+def test_pic_default_graph_oversegments_but_never_mixes_blobs() -> None:
+    """With 5 neighbours the density has several local maxima per blob, but no edge crosses blobs."""
+    x, y = make_blobs(n_samples=240, centers=4, n_features=8, center_box=(-20, 20), random_state=1)
+    res = pic(x)
+    assert res.n_clusters > 4
+    assert purity(y, res.labels) == 1.0
+    assert (res.sizes > 1).all()  # singletons went to a neighbour's cluster
+    np.testing.assert_array_equal(pic(x).labels, res.labels)
+    kept = pic(x, distribute_singletons=False)
+    assert kept.n_clusters >= res.n_clusters and purity(y, kept.labels) == 1.0
+
+
+def test_pic_duplicates_and_bad_input() -> None:
+    base = np.random.default_rng(21).normal(size=(10, 3)).astype(np.float32)
+    x = np.concatenate([base, base, base])  # every row has two exact duplicates
+    res = pic(x, n_neighbors=3)
+    assert res.labels.shape == (30,) and res.sizes.sum() == 30
+    for i in range(10):  # duplicates always end up together
+        assert res.labels[i] == res.labels[i + 10] == res.labels[i + 20]
+    with pytest.raises(ClusterError, match="n_neighbors"):
+        pic(x, n_neighbors=30)
+    with pytest.raises(ClusterError, match="n_neighbors"):
+        pic(x, n_neighbors=0)
+    with pytest.raises(ClusterError, match="sigma"):
+        pic(x, sigma=0.0)
+    with pytest.raises(ClusterError, match="alpha"):
+        pic(x, alpha=0.0)
+    with pytest.raises(ClusterError, match="n_iter"):
+        pic(x, n_iter=0)
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ClusterError, match="NaN"):
+        pic(bad)
+
+
+# ------------------------------------------------------------------------------------------ cluster_summary
+
+
+def test_cluster_summary_fields() -> None:
+    x, y = blobs(30, 3, 4, seed=22)
+    labels = np.array([10, 20, 30])[y]
+    s = cluster_summary(x, labels)
+    json.dumps(s)  # JSON-able as is
+    assert set(s) == {"n_rows", "n_clusters", "clusters", "sizes", "inertia", "silhouette"}
+    assert s["n_rows"] == 90 and s["n_clusters"] == 3
+    assert s["clusters"] == [10, 20, 30] and s["sizes"] == [30, 30, 30]
+    x64 = x.astype(np.float64)
+    by_hand = sum(float(((x64[labels == c] - x64[labels == c].mean(axis=0)) ** 2).sum()) for c in (10, 20, 30))
+    assert s["inertia"] == pytest.approx(by_hand, rel=1e-10)
+    assert s["silhouette"] == pytest.approx(silhouette_score(x64, labels), rel=1e-5)
+    assert cluster_summary(x, np.zeros(90, dtype=int))["silhouette"] is None
+
+
+def test_cluster_summary_with_labels_and_unknown_rows() -> None:
+    x, y = blobs(30, 3, 4, seed=23)
+    pred = y.copy()
+    pred[:6] = 3  # a fourth cluster
+    truth = y.copy()
+    truth[pred == 3] = -1  # ... holding only unknown rows
+    truth[6:12] = -1
+    s = cluster_summary(x, pred, labels_true=truth)
+    json.dumps(s)
+    known = truth >= 0
+    assert s["n_scored"] == int(known.sum()) == 78
+    assert s["nmi"] == pytest.approx(nmi(truth[known], pred[known]))
+    assert s["ari"] == pytest.approx(ari(truth[known], pred[known]))
+    assert s["acc"] == pytest.approx(cluster_accuracy(truth[known], pred[known]))
+    assert s["purity"] == pytest.approx(purity(truth[known], pred[known]))
+    assert s["nmi"] == pytest.approx(1.0) and s["purity"] == 1.0
+    assert s["classes"] == [0, 1, 2] and s["clusters"] == [0, 1, 2, 3]
+    table = np.array(s["contingency"])
+    assert table.shape == (3, 4) and table.sum() == 78
+    np.testing.assert_array_equal(table[:, 3], 0)  # the all-unknown cluster
+    np.testing.assert_array_equal(table[:, :3], contingency(truth[known], pred[known]))
+    assert s["sizes"] == np.bincount(pred).tolist()  # sizes count every row, unknown ones included
+    with pytest.raises(ClusterError, match="nothing to score"):
+        cluster_summary(x, pred, labels_true=np.full(90, -1))
+    with pytest.raises(ClusterError, match="integers"):
+        cluster_summary(x, pred, labels_true=truth.astype(float))
+
+
+def test_cluster_summary_rejects_nan_and_mismatch() -> None:
+    x, y = blobs(10, 2, 3, seed=24)
+    bad = x.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ClusterError, match="NaN"):
+        cluster_summary(bad, y)
+    with pytest.raises(ClusterError, match="rows"):
+        cluster_summary(x, y[:-1])
+    with pytest.raises(ClusterError, match="rows"):
+        cluster_summary(x, y, labels_true=y[:-1])

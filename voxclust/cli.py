@@ -75,7 +75,11 @@ def _user_errors() -> Iterator[None]:
     except Exception as exc:
         # Errors of modules that are slow to import (torch, faiss) count only once those modules are loaded,
         # which they are whenever one of their errors was raised.
-        for module, name in (("lib.features.base", "MethodError"), ("lib.cluster", "ClusterError")):
+        for module, name in (
+            ("lib.features.base", "MethodError"),
+            ("lib.cluster", "ClusterError"),
+            ("lib.compare", "CompareError"),
+        ):
             if module in sys.modules:
                 user_errors.append(getattr(sys.modules[module], name))
         if not isinstance(exc, tuple(user_errors)):
@@ -245,21 +249,35 @@ def demo(
     n_per_class: Annotated[int, typer.Option(min=1, help="demo shapes per class")] = 20,
     dask_address: DaskAddress = None,
     workers: Workers = None,
+    compare: Annotated[bool, typer.Option(help="train and compare the feature methods after voxelizing")] = True,
 ) -> None:
-    """The main job on the embedded default: generate a demo batch, voxelize it, summarise the store."""
+    """The main job on the embedded default: generate a demo batch, voxelize it, then compare every feature
+    method on it (the demo preset: a few epochs each) and write the report."""
     with _user_errors():
         from lib.demo import write_demo_batch
 
         batch_url = batch_url or str(DATA_DIR / "batches" / "demo")
         store_url = store_url or str(DATA_DIR / "store")
         n = write_demo_batch(batch_url, n_per_class=n_per_class, seed=0)
-        out.print(f"[bold]1/2[/bold] demo batch: {n} files in {batch_url}")
+        out.print(f"[bold]1/3[/bold] demo batch: {n} files in {batch_url}")
         _preflight(batch_url, store_url)
-        out.print("[bold]2/2[/bold] voxelizing (Prefect flow over Dask)...")
-        result = _run_voxelize(batch_url, store_url, None, "demo", None, dask_address, workers)
-        _print_summary(result["store"], False)
-        where = Path(store_url).absolute() if "://" not in store_url else store_url
-        out.print(f"voxel store: [bold]{where}[/bold]")
+        _prefect_defaults()
+        from flows.runners import prefect_api
+
+        with prefect_api():  # one Prefect API for both flows
+            out.print("[bold]2/3[/bold] voxelizing (Prefect flow over Dask)...")
+            result = _run_voxelize(batch_url, store_url, None, "demo", None, dask_address, workers)
+            _print_summary(result["store"], False)
+            where = Path(store_url).absolute() if "://" not in store_url else store_url
+            out.print(f"voxel store: [bold]{where}[/bold]")
+            if not compare:
+                return
+            out.print("[bold]3/3[/bold] training and comparing the feature methods (Prefect flow, demo preset)...")
+            from flows.compare import compare_methods
+            from lib.compare import resolve_entries
+
+            report = compare_methods(result["store"]["store"], resolve_entries(preset="demo"))
+        _print_report(report, False)
 
 
 def _parse_options(pairs: list[str], epochs: int | None) -> dict[str, Any]:
@@ -363,6 +381,124 @@ def embed(
             out.print_json(ref.model_dump_json())
             return
         out.print(f"embedding {ref.name!r}: {ref.n} x {ref.dim} in {ref.run_url}")
+
+
+def _compare_entries(methods: str | None, preset: str | None, options: list[str]) -> Any:
+    from lib.compare import resolve_entries
+
+    names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    overrides: dict[str, dict[str, Any]] = {}
+    for pair in options:
+        key, sep, _ = pair.partition("=")
+        row, dot, _ = key.partition(".")
+        if not sep or not dot:
+            raise typer.BadParameter(f"{pair!r}: expected row.option=value", param_hint="--set")
+        overrides.setdefault(row, {}).update(_parse_options([pair.split(".", 1)[1]], None))
+    return resolve_entries(names, preset, overrides)
+
+
+def _print_report(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    cols = ["name", "status", "n_clusters", "nmi", "ari", "acc", "purity", "silhouette", "knee", "pic_clusters"]
+    cols += ["train_seconds", "test_accuracy"]
+    table = Table(title="feature methods compared")
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("name", "status") else "right")
+    for row in result["rows"]:
+        table.add_row(
+            *(
+                "–" if row.get(c) is None else f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c])
+                for c in cols
+            )
+        )
+    out.print(table)
+    for row in result["rows"]:
+        if row.get("error"):
+            out.print(f"[yellow]{row['name']}[/yellow]: {row['error']}", highlight=False, soft_wrap=True)
+    if result.get("best_method"):
+        out.print(f"best unsupervised method: [bold]{result['best_method']}[/bold]")
+    out.print(f"report: [bold]{result['html_url']}[/bold]")
+
+
+Methods = Annotated[
+    str | None, typer.Option("--methods", help="comma-separated rows or registered methods (default: the preset's)")
+]
+Preset = Annotated[str | None, typer.Option(help="method set: default (every method, its defaults), quality, demo")]
+K = Annotated[int | None, typer.Option("--k", min=2, help="clusters (default: classes when labelled, else the knee)")]
+
+
+@app.command()
+def compare(
+    data_url: Annotated[str, typer.Option("--data", help="the voxel store")],
+    methods: Methods = None,
+    preset: Preset = None,
+    options: Annotated[
+        list[str] | None, typer.Option("--set", help="row.option=value (JSON value), e.g. voxnet.epochs=5; repeatable")
+    ] = None,
+    k: K = None,
+    tsne: Annotated[bool, typer.Option(help="draw t-SNE maps")] = True,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N")] = "auto",
+    as_json: AsJson = False,
+) -> None:
+    """Train (or reuse) every method's run on the store, cluster and score each embedding, and publish the
+    comparison: Prefect artifacts and a self-contained HTML report next to the store."""
+    with _user_errors():
+        entries = _compare_entries(methods, preset, options or [])
+        _prefect_defaults()
+        from flows.compare import compare_methods
+        from flows.runners import prefect_api
+        from lib.compare import CompareConfig
+        from lib.store import VoxelStore
+
+        VoxelStore.open(data_url)  # a missing store fails here, before anything starts
+        with prefect_api():
+            result = compare_methods(data_url, entries, CompareConfig(k=k, tsne=tsne), True, device)
+        _print_report(result, as_json)
+
+
+@app.command()
+def report(
+    data_url: Annotated[str, typer.Option("--data", help="the voxel store")],
+    methods: Methods = None,
+    preset: Preset = None,
+    k: K = None,
+    tsne: Annotated[bool, typer.Option(help="draw t-SNE maps")] = True,
+    as_json: AsJson = False,
+) -> None:
+    """Re-cluster and re-render the comparison from the runs already in the store, without training (by default
+    every finished run under <data>/runs)."""
+    with _user_errors():
+        _prefect_defaults()
+        from flows.compare import compare_methods
+        from flows.runners import prefect_api
+        from lib.compare import discover_entries
+
+        entries = _compare_entries(methods, preset, []) if methods or preset else discover_entries(data_url)
+        with prefect_api():
+            from lib.compare import CompareConfig
+
+            result = compare_methods(data_url, entries, CompareConfig(k=k, tsne=tsne), False)
+        _print_report(result, as_json)
+
+
+@app.command()
+def export(
+    data_url: Annotated[str, typer.Option("--data", help="the voxel store")],
+    report_url: Annotated[str | None, typer.Option("--report", help="a report folder (default: the latest)")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="CSV file to write (default: stdout)")] = None,
+) -> None:
+    """Cluster assignments per item id (one column per method) as CSV."""
+    with _user_errors():
+        from lib.compare import export_csv
+
+        text = export_csv(data_url, report_url)
+        if out_file is None:
+            sys.stdout.write(text)
+        else:
+            out_file.write_text(text)
+            err.print(f"{text.count(chr(10)) - 1} items written to {out_file}")
 
 
 @app.command()

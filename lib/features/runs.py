@@ -320,17 +320,33 @@ class Session:
     def history(self) -> list[dict[str, Any]]:
         return list(self.ckpt["history"])
 
-    def embed(self, region: Region | None = None, name: str | None = None) -> EmbeddingRef:
-        """Embed a store region (default: every stored item) into the ``name`` array of the run."""
+    def embed(self, region: Region | None = None, name: str | None = None, reuse: bool = False) -> EmbeddingRef:
+        """Embed a store region (default: every stored item) into the ``name`` array of the run.
+
+        With ``reuse``, an existing complete embedding of exactly the region's current rows by the same
+        checkpoint is kept instead of being computed again."""
         import zarr
 
         region = region or Region(split="all")
         data = load_region(self.spec.data, region)
-        emb = self.method.embed(data.grids)
         name = name or region.split
         if not name.isidentifier():
             raise MethodError(f"embedding name {name!r}: use letters, digits and _")
         group = zarr.open_group(self.storage.zarr_store(), mode="a", zarr_format=3)
+        if reuse and name in group and f"{name}_rows" in group:
+            have, have_rows = group[name], group[f"{name}_rows"]
+            assert isinstance(have, zarr.Array) and isinstance(have_rows, zarr.Array)
+            attrs = dict(have.attrs)
+            if (
+                attrs.get("complete")
+                and attrs.get("epochs_done") == int(self.ckpt["epochs_done"])
+                and attrs.get("region") == region.model_dump(mode="json")
+                and np.array_equal(np.asarray(have_rows[:]), data.rows)
+            ):
+                return EmbeddingRef(
+                    run_url=self.storage.url, name=name, n=int(have.shape[0]), dim=int(have.shape[1]), region=region
+                )
+        emb = self.method.embed(data.grids)
         rows_arr = group.create_array(f"{name}_rows", shape=data.rows.shape, dtype="int64", overwrite=True)
         rows_arr[:] = data.rows
         arr = group.create_array(

@@ -33,24 +33,15 @@ import faiss  # noqa: E402,F401  (before torch)
 import numpy as np  # noqa: E402
 
 from lib.cluster import evaluate_embedding  # noqa: E402
+from lib.compare import PRESETS, MethodEntry, run_url_for  # noqa: E402
 from lib.features.registry import METHODS  # noqa: E402
 from lib.features.runs import Region, create_run, read_embedding, train_run  # noqa: E402
 from lib.importer import import_npz  # noqa: E402
 from lib.store import VoxelStore  # noqa: E402
 
-# The CPU budget of each method on 2 cores: the method's defaults (epochs: voxnet 30, autoencoder 15,
-# deepcluster 30, triplet 8, softtriple 8) plus what is written here. Rows run in this order.
-BUDGETS: dict[str, tuple[str, dict[str, Any]]] = {
-    "raw": ("raw", {}),
-    "random_cnn": ("deepcluster", {"epochs": 0}),
-    "deepcluster": ("deepcluster", {}),
-    "autoencoder": ("autoencoder", {}),
-    "triplet": ("triplet", {}),
-    "softtriple": ("softtriple", {}),
-    "voxnet": ("voxnet", {}),
-    "softtriple_supervised": ("softtriple", {"mode": "supervised", "batch_size": 64, "epochs": 10}),
-    "vrn": ("vrn", {"epochs": 3}),  # about 7 minutes an epoch on 2 cores even at width 8: a GPU method
-}
+# The CPU budget of each method on 2 cores: lib.compare's "quality" preset (the method's defaults, epochs:
+# voxnet 30, autoencoder 15, deepcluster 30, triplet 8, softtriple 8, plus the options written there).
+BUDGETS: dict[str, tuple[str, dict[str, Any]]] = {e.name: (e.method, dict(e.options)) for e in PRESETS["quality"]}
 SUPERVISED = {"voxnet", "vrn", "softtriple_supervised"}
 
 
@@ -59,13 +50,18 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="npz with X_train, y_train, X_test, y_test")
     ap.add_argument("--methods", default=",".join(BUDGETS), help="comma-separated rows of the table")
     ap.add_argument("--set", action="append", default=[], help="override: row.option=value (JSON value)")
-    ap.add_argument("--work", default=None, help="folder for the store and runs (default: a temporary one)")
+    ap.add_argument("--work", default=None, help="folder for the store (default: a temporary one)")
+    ap.add_argument("--store", default=None, help="an existing store of the same data: its finished runs are reused")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    work = Path(args.work or tempfile.mkdtemp(prefix="voxclust-quality-"))
-    store_url = str(work / f"store-{time.strftime('%H%M%S')}")
-    import_npz(args.data, store_url)
+    if args.store:
+        store_url = args.store
+    else:
+        work = Path(args.work or tempfile.mkdtemp(prefix="voxclust-quality-"))
+        store_url = str(work / f"store-{time.strftime('%H%M%S')}")
+        import_npz(args.data, store_url)
+    print("store", store_url, file=sys.stderr, flush=True)
     store = VoxelStore.open(store_url)
     labels_by_row = {r["row"]: r["label"] for r in store.records()}
 
@@ -81,7 +77,9 @@ def main() -> None:
         assert method in METHODS
         options = {"seed": args.seed, **options, **overrides.get(row, {})}
         t0 = time.perf_counter()
-        ref = create_run(method, store_url, options, Region(split="train"), str(work / "runs" / row), "auto")
+        # Runs live where `voxclust compare --preset quality` looks for them, so its report reuses them.
+        run_url = run_url_for(store_url, MethodEntry(name=row, method=method, options=options))
+        ref = create_run(method, store_url, options, Region(split="train"), run_url, "auto")
         session = train_run(ref, on_epoch=lambda e, row=row: print(row, _brief(e), file=sys.stderr, flush=True))
         emb = session.embed(Region(split="test"), name="test")
         x, rows, _ = read_embedding(ref.run_url, emb.name)

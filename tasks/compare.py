@@ -1,0 +1,24 @@
+"""Prefect task wrappers for the comparison (logic in lib.compare)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from lib import compare
+from lib.compare import CompareConfig, MethodEntry
+
+
+@task(name="evaluate-method", tags=["gpu"], retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def evaluate_method(
+    data_url: str, entry: MethodEntry, run_url: str, out_url: str, config: CompareConfig
+) -> dict[str, Any]:
+    """Embed (when stale), cluster, score and draw one method; returns its report record."""
+    return compare.evaluate_method(data_url, entry, run_url, out_url, config)
+
+
+@task(name="publish-report", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def publish(data_url: str, out_url: str, records: list[dict[str, Any]], config: CompareConfig) -> dict[str, Any]:
+    return compare.publish(data_url, out_url, records, config)

@@ -1,0 +1,265 @@
+"""compare-methods end to end: runs trained or reused, every method clustered and scored, the report (JSON,
+HTML with embedded images, CSV) written next to a store on real S3 (moto's server), the Prefect artifacts
+read back through the API, and failures reported per method while the rest of the report is produced."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import io
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lib.compare import (
+    CompareConfig,
+    CompareError,
+    MethodEntry,
+    discover_entries,
+    evaluate_method,
+    export_csv,
+    latest_report_url,
+    resolve_entries,
+    run_url_for,
+)
+from lib.features.runs import create_run, read_embedding
+from lib.importer import import_npz
+from lib.storage import open_storage
+from lib.store import VoxelStore
+from tests.features.conftest import write_npz
+from tests.features.test_train_flow import _task_runs
+from tests.test_cli import _assert_user_error
+from voxclust.cli import app
+
+PNG = b"\x89PNG\r\n\x1a\n"
+TINY_DC = {"epochs": 2, "k": 6, "width": 4, "feature_dim": 16, "batch_size": 8}
+FAST = CompareConfig(tsne_max_points=40, elbow_k_max=6, strip_members=3)
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.srcs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.srcs.append(dict(attrs).get("src") or "")
+
+
+def _embedded_pngs(html: str) -> list[bytes]:
+    parser = _Images()
+    parser.feed(html)
+    parser.close()
+    assert parser.srcs, "the report has no images"
+    out = []
+    for src in parser.srcs:
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        out.append(base64.b64decode(src.split(",", 1)[1], validate=True))
+    return out
+
+
+def _artifacts(flow_run_id: Any) -> dict[str, Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def read() -> dict[str, Any]:
+        async with get_client() as client:
+            arts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            )
+            return {a.key: a for a in arts if a.key}
+
+    return asyncio.run(read())
+
+
+@pytest.fixture
+def s3_store(s3_bucket: str, tmp_path: Path) -> str:
+    url = f"s3://{s3_bucket}/store"
+    import_npz(write_npz(tmp_path / "tiny.npz"), url, classes=["box", "ball", "rod"])
+    return url
+
+
+def test_compare_flow_on_s3_publishes_artifacts_and_a_self_contained_report(prefect_api: str, s3_store: str) -> None:
+    from flows.compare import compare_methods
+
+    entries = [
+        MethodEntry(name="raw", method="raw"),
+        MethodEntry(name="dc", method="deepcluster", options=TINY_DC),
+        MethodEntry(name="too_many_k", method="deepcluster", options={**TINY_DC, "k": 500}),
+    ]
+    state = compare_methods(s3_store, entries, FAST, device="cpu", return_state=True)  # type: ignore[call-arg]
+    result = state.result()
+
+    rows = {r["name"]: r for r in result["rows"]}
+    assert rows["raw"]["status"] == "ok" and rows["dc"]["status"] == "ok"
+    assert rows["too_many_k"]["status"] == "failed" and "k=500" in rows["too_many_k"]["error"]
+    assert 0.0 <= rows["raw"]["nmi"] <= 1.0 and rows["raw"]["n_clusters"] == 3  # k = classes
+    assert result["best_method"] in ("raw", "dc")
+
+    out = open_storage(result["report_url"])
+    rep = out.read_json("report.json")
+    assert rep["labelled"] and rep["classes"] == ["box", "ball", "rod"] and rep["scored_split"] == "test"
+    dc = next(m for m in rep["methods"] if m["name"] == "dc")
+    assert set(dc["metrics"]) == {"train", "test", "all"}
+    assert dc["metrics"]["test"]["n_items"] == 12 and dc["metrics"]["train"]["n_items"] == 47
+    assert sum(dc["metrics"]["all"]["sizes"]) == 59 and (dc["knee"] is None or isinstance(dc["knee"], int))
+    assert [h["epoch"] for h in dc["history"]] == [0, 1] and "nmi_previous" in dc["history"][1]
+    assert {"contingency", "pca", "tsne", "tsne_clusters", "strips"} <= set(dc["images"])
+
+    html = out.read_bytes("report.html").decode()
+    pngs = _embedded_pngs(html)
+    assert all(p.startswith(PNG) for p in pngs)
+    assert "k=500" in html and "http" not in html.replace("http-equiv", "")  # nothing to fetch
+
+    with io.StringIO(out.read_bytes("assignments.csv").decode()) as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(VoxelStore.open(s3_store).records())
+    assert set(table[0]) == {"item_id", "row", "split", "label", "raw", "dc"}
+    assert latest_report_url(s3_store) == result["report_url"]
+    assert export_csv(s3_store) == out.read_bytes("assignments.csv").decode()
+
+    arts = _artifacts(state.state_details.flow_run_id)
+    assert arts["voxclust-compare-table"].type == "table"
+    assert arts["voxclust-compare-summary"].type == "markdown" and "dc" in arts["voxclust-compare-summary"].data
+    link = arts["voxclust-compare-report"]
+    assert link.type == "markdown" or link.type == "link"
+    images = [a for a in arts.values() if a.type == "image"]
+    assert any(a.key == "voxclust-compare-elbow" for a in images)
+    assert any(a.key == "voxclust-compare-dc-tsne" for a in images)
+    for art in images[:3]:  # presigned URLs of the S3 objects, which a browser (here: urllib) can open
+        import urllib.request
+
+        with urllib.request.urlopen(art.data, timeout=10) as resp:
+            assert resp.read().startswith(PNG)
+
+
+def test_runs_are_reused_and_report_rerenders_without_training(prefect_api: str, tmp_path: Path) -> None:
+    from flows.compare import compare_methods
+
+    store = str(tmp_path / "store")
+    import_npz(write_npz(tmp_path / "t.npz"), store, classes=["box", "ball", "rod"])
+    entry = MethodEntry(name="dc", method="deepcluster", options=TINY_DC)
+    first = compare_methods(store, [entry], FAST, device="cpu")
+    x1, _, _ = read_embedding(run_url_for(store, entry), "all")
+    again = compare_methods(store, [entry], FAST, device="cpu", return_state=True)  # type: ignore[call-arg]
+    names = [n for n, _ in _task_runs_recursive(again.state_details.flow_run_id)]
+    assert not any(n.startswith(("train-epoch", "recluster")) for n in names)
+    x2, _, _ = read_embedding(run_url_for(store, entry), "all")
+    np.testing.assert_array_equal(x1, x2)
+    assert again.result()["rows"] == first["rows"]
+
+    assert [e.name for e in discover_entries(store)] == ["dc"]
+    runner = CliRunner()
+    res = runner.invoke(app, ["report", "--data", store, "--no-tsne"], env={"NO_COLOR": "1", "COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "dc" in res.stdout and "report.html" in res.stdout
+    res = runner.invoke(app, ["export", "--data", store, "--out", str(tmp_path / "a.csv")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "a.csv").read_text().splitlines()[0] == "item_id,row,split,label,dc"
+
+
+def _task_runs_recursive(flow_run_id: Any) -> list[tuple[str, list[str]]]:
+    """Task runs of a flow run and of its subflow runs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    async def children() -> list[Any]:
+        async with get_client() as client:
+            subs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+            )
+            return [s.id for s in subs]
+
+    out = list(_task_runs(flow_run_id))
+    for child in asyncio.run(children()):
+        out.extend(_task_runs(child))
+    return out
+
+
+def test_evaluate_reports_nan_embeddings_and_too_large_k(tiny_store: str, tmp_path: Path) -> None:
+    import zarr
+
+    entry = MethodEntry(name="raw", method="raw")
+    run_url = str(tmp_path / "run")
+    create_run("raw", tiny_store, {}, run_url=run_url, device="cpu")
+    out = str(tmp_path / "out")
+    rec = evaluate_method(tiny_store, entry, run_url, out, CompareConfig(k=500, tsne=False))
+    assert rec["status"] == "failed" and "k=500" in rec["error"]
+
+    group = zarr.open_group(open_storage(run_url).zarr_store(), mode="a")
+    arr = group["all"]
+    assert isinstance(arr, zarr.Array)
+    bad = np.asarray(arr[:])
+    bad[3, 0] = np.nan
+    arr[:] = bad
+    rec = evaluate_method(tiny_store, entry, run_url, out, CompareConfig(tsne=False))
+    assert rec["status"] == "failed" and "NaN" in rec["error"]
+
+    missing = evaluate_method(tiny_store, entry, str(tmp_path / "nothing"), out, CompareConfig(tsne=False))
+    assert missing["status"] == "failed" and "not trained" in missing["error"]
+
+
+def test_unlabelled_store_uses_the_knee(unlabelled_store: str, tmp_path: Path) -> None:
+    entry = MethodEntry(name="raw", method="raw")
+    run_url = str(tmp_path / "run")
+    create_run("raw", unlabelled_store, {}, run_url=run_url, device="cpu")
+    rec = evaluate_method(unlabelled_store, entry, run_url, str(tmp_path / "out"), FAST)
+    assert rec["status"] == "ok", rec["error"]
+    assert set(rec["metrics"]) == {"all"} and "nmi" not in rec["metrics"]["all"]
+    assert rec["k"] == (rec["knee"] or 10) and "contingency" not in rec["images"]
+    assert rec["metrics"]["all"]["silhouette"] is not None
+
+
+def test_resolve_entries_and_run_locations(tiny_store: str) -> None:
+    assert [e.name for e in resolve_entries()] == [
+        "raw", "voxnet", "vrn", "autoencoder", "deepcluster", "triplet", "softtriple",
+    ]  # fmt: skip
+    quality = resolve_entries(["raw", "softtriple_supervised", "triplet"], "quality", {"triplet": {"epochs": 1}})
+    assert quality[1].options["mode"] == "supervised" and quality[2].options == {"epochs": 1}
+    with pytest.raises(CompareError, match="unknown preset"):
+        resolve_entries(preset="fast")
+    with pytest.raises(CompareError, match="unknown method or row 'kmeans'"):
+        resolve_entries(["kmeans"])
+    with pytest.raises(CompareError, match="not compared"):
+        resolve_entries(["raw"], overrides={"voxnet": {"epochs": 1}})
+    a = run_url_for(tiny_store, MethodEntry(name="x", method="voxnet", options={"epochs": 3}))
+    b = run_url_for(tiny_store, MethodEntry(name="x", method="voxnet", options={"epochs": 3, "seed": 0}))
+    c = run_url_for(tiny_store, MethodEntry(name="x", method="voxnet", options={"epochs": 4}))
+    assert a == b != c and a.startswith(f"{tiny_store}/runs/x-")
+
+
+def test_cli_compare_user_errors(runner_env: dict[str, str], tiny_store: str, tmp_path: Path) -> None:
+    runner = CliRunner()
+    _assert_user_error(
+        runner.invoke(app, ["compare", "--data", tiny_store, "--methods", "kmeans"], env=runner_env),
+        "unknown method or row",
+    )
+    _assert_user_error(
+        runner.invoke(app, ["compare", "--data", str(tmp_path / "none")], env=runner_env), "not a voxclust"
+    )
+    _assert_user_error(runner.invoke(app, ["report", "--data", tiny_store], env=runner_env), "no comparison runs")
+    _assert_user_error(runner.invoke(app, ["export", "--data", tiny_store], env=runner_env), "no comparison report")
+
+
+@pytest.fixture
+def runner_env() -> dict[str, str]:
+    return {"NO_COLOR": "1"}
+
+
+def test_compare_on_a_store_with_nothing_stored_reports_every_method_failed(prefect_api: str, tmp_path: Path) -> None:
+    from flows.compare import compare_methods
+
+    store = str(tmp_path / "store")
+    np.savez(tmp_path / "empty.npz", X=np.zeros((4, 16, 16, 16), dtype=np.uint8))  # every grid empty: all fail
+    import_npz(tmp_path / "empty.npz", store)
+    entries = [MethodEntry(name="raw", method="raw"), MethodEntry(name="dc", method="deepcluster", options=TINY_DC)]
+    result = compare_methods(store, entries, FAST, device="cpu")
+    assert [r["status"] for r in result["rows"]] == ["failed", "failed"]
+    assert result["best_method"] is None
+    html = open_storage(result["report_url"]).read_bytes("report.html").decode()
+    assert "training failed" in html

@@ -1,0 +1,253 @@
+"""lib.report: rows and best method on a hand-made report, self-contained and escaped HTML, markdown summary."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+import math
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from lib.report import best_method, columns, render_html, render_markdown, table_rows
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+EVIL = '<script>alert("x")</script> CUDA out of memory & more'
+
+
+def png(color: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (12, 8), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def split(nmi: float | None, **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"ari": 0.1, "acc": 0.5, "purity": 0.55, "silhouette": 0.2, "inertia": 1234.5678}
+    out.update(
+        n_clusters=3, sizes=[5, 3, 2], contingency=[[4, 1, 0], [1, 2, 2]], classes=["a", "b"], clusters=[0, 1, 2]
+    )
+    if nmi is not None:
+        out["nmi"] = nmi
+    out.update(extra)
+    return out
+
+
+def method(name: str, kind: str, nmi: float | None, *, supervised: bool = False, **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": name,
+        "method": kind,
+        "options": {"dim": 64, "epochs": 3},
+        "supervised": supervised,
+        "status": "ok",
+        "error": None,
+        "dim": 64,
+        "train_seconds": 12.34567,
+        "metrics": {"test": split(nmi), "train": split(0.99)},
+        "method_metrics": {},
+        "elbow": [[2, 100.0], [3, 60.0], [4, 55.0]],
+        "knee": 3,
+        "images": {},
+        "run_url": None,
+        "assignments_url": None,
+    }
+    out.update(extra)
+    return out
+
+
+@pytest.fixture
+def report() -> dict[str, Any]:
+    return {
+        "title": "voxclust <comparison>",
+        "data_url": "s3://bucket/modelnet10",
+        "created": "2026-01-02T03:04:05+00:00",
+        "n_items": 10,
+        "labelled": True,
+        "classes": ["a", "b"],
+        "k": 3,
+        "scored_split": "test",
+        "images": {"elbow": "elbow.png", "loss": "loss.png"},
+        "methods": [
+            method("raw", "raw", 0.40, images={"contingency": "raw-contingency.png", "tsne": "raw-tsne.png"}),
+            method(
+                "ae",
+                "autoencoder",
+                0.61,
+                method_metrics={"reconstruction_iou": 0.8},
+                images={"strips": "ae-strips.png", "pca": "ae-pca-missing.png"},
+                run_url="https://prefect.example/runs/1",
+                assignments_url="s3://bucket/ae/assignments.parquet",
+            ),
+            method("voxnet", "voxnet", 0.95, supervised=True, method_metrics={"test_accuracy": 0.9}),
+            method(
+                "broken",
+                "deepcluster",
+                None,
+                status="failed",
+                error=EVIL,
+                metrics={},
+                elbow=None,
+                knee=None,
+                run_url="javascript:alert(1)",
+            ),
+            method("train-only", "triplet", None, metrics={"train": split(0.99)}, knee=None),
+        ],
+    }
+
+
+IMAGES = {
+    "elbow.png": png((255, 0, 0)),
+    "loss.png": png((0, 255, 0)),
+    "raw-contingency.png": png((0, 0, 255)),
+    "raw-tsne.png": png((0, 255, 255)),
+    "ae-strips.png": png((255, 0, 255)),
+    "unused.png": png((0, 0, 0)),
+}
+
+
+class Collector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(html: str) -> Collector:
+    p = Collector()
+    p.feed(html)
+    p.close()
+    return p
+
+
+# -------------------------------------------------------------------------------------------- rows
+
+
+def test_best_method_skips_supervised_failed_and_missing_split(report: dict[str, Any]) -> None:
+    assert best_method(report) == "ae"  # voxnet has a higher NMI but saw the labels; train-only has no test NMI
+    report["scored_split"] = "train"
+    assert best_method(report) == "raw"  # tie at 0.99 on train: the first one listed wins
+    report["scored_split"] = "test"
+    report["methods"][1]["status"] = "failed"
+    assert best_method(report) == "raw"
+    report["labelled"] = False
+    assert best_method(report) is None
+    assert best_method({"title": "t", "labelled": True, "methods": []}) is None
+
+
+def test_table_rows(report: dict[str, Any]) -> None:
+    report["methods"][0]["metrics"]["test"]["silhouette"] = math.nan
+    rows = table_rows(report)
+    assert [r["name"] for r in rows] == ["raw", "ae", "voxnet", "broken", "train-only"]
+    cols = columns(report)
+    assert cols[:4] == ["name", "method", "supervised", "status"]
+    assert cols[-2:] == ["test_accuracy", "reconstruction_iou"]
+    assert all(list(r) == cols for r in rows)
+    raw, ae, voxnet, broken, train_only = rows
+    assert raw["nmi"] == 0.40 and raw["silhouette"] is None and raw["n_clusters"] == 3
+    assert raw["test_accuracy"] is None and ae["reconstruction_iou"] == 0.8 and voxnet["test_accuracy"] == 0.9
+    assert voxnet["supervised"] is True and broken["status"] == "failed"
+    assert all(broken[c] is None for c in ("nmi", "ari", "acc", "purity", "inertia", "n_clusters"))
+    assert train_only["nmi"] is None and train_only["ari"] is None  # the scored split only
+    json.dumps(rows, allow_nan=False)
+
+    unlabelled = {"title": "t", "methods": [method("raw", "raw", None, metrics={"test": {"inertia": 7.5}})]}
+    (row,) = table_rows(unlabelled)
+    assert list(row) == columns(unlabelled) == list(columns(unlabelled)[:12])  # no method-metric columns
+    assert row["inertia"] == 7.5 and row["nmi"] is None and row["train_seconds"] == 12.34567
+
+
+# -------------------------------------------------------------------------------------------- HTML
+
+
+def test_render_html_self_contained(report: dict[str, Any]) -> None:
+    html = render_html(report, IMAGES)
+    assert html.startswith("<!DOCTYPE html>")
+    p = parse(html)
+    tags = [t for t, _ in p.tags]
+    assert "script" not in tags and "link" not in tags and "iframe" not in tags
+    srcs = [a.get("src") or "" for t, a in p.tags if t == "img"]
+    assert len(srcs) == 5  # elbow, loss, raw contingency + tsne, ae strips; the missing pca is not an <img>
+    for src in srcs:
+        prefix = "data:image/png;base64,"
+        assert src.startswith(prefix)
+        assert base64.b64decode(src[len(prefix) :], validate=True)[:8] == PNG_SIGNATURE
+    assert all("src" not in a or t == "img" for t, a in p.tags)
+    hrefs = [a.get("href") or "" for t, a in p.tags if t == "a"]
+    assert "https://prefect.example/runs/1" in hrefs
+    assert all(h.startswith(("#", "https://")) for h in hrefs)  # javascript: and s3: URLs are not links
+    text = "".join(p.text)
+    assert "(image missing)" in text
+    assert "voxclust <comparison>" in text
+
+
+def test_render_html_content(report: dict[str, Any]) -> None:
+    html = render_html(report, IMAGES)
+    text = "".join(parse(html).text)
+    assert EVIL in text  # shown as text ...
+    assert "<script>" not in html and "&lt;script&gt;" in html  # ... because it is escaped
+    assert "javascript:alert(1)" in text
+    for expected in ("1234.568", "0.610", "12.346", "s3://bucket/modelnet10", "reconstruction IoU", "test accuracy"):
+        assert expected in text, expected
+    assert "ae (NMI 0.610 on the test split)" in text
+    assert "raw: 3" in text and "ae: 3" in text and "broken" in text
+    assert "–" in text  # missing values
+    assert "0: 5" in text and "2: 2" in text  # cluster sizes
+
+
+def test_render_html_tolerates_missing_parts(report: dict[str, Any]) -> None:
+    html = render_html(report, {})  # every image missing
+    p = parse(html)
+    assert not [t for t, _ in p.tags if t == "img"]
+    assert "".join(p.text).count("(image missing)") == 5 + 1
+
+    bad = copy.deepcopy(report)
+    bad["labelled"] = False
+    bad["methods"][0]["metrics"] = {"test": {"inertia": 5.0, "silhouette": None}}
+    bad["methods"][1]["status"] = "failed"
+    bad["methods"][1]["error"] = None
+    del bad["images"]
+    html = render_html(bad, {"raw-tsne.png": b"GIF89a not a png"})
+    text = "".join(parse(html).text)
+    assert "not a PNG" in text and "no error message" in text and "no labels" in text
+
+    minimal = render_html({"title": "empty", "methods": []}, {})
+    assert "empty" in minimal
+    parse(minimal)
+
+
+# -------------------------------------------------------------------------------------------- markdown
+
+
+def test_render_markdown(report: dict[str, Any]) -> None:
+    links = {"HTML report": "s3://bucket/reports/report.html", "ae run (x)": "https://prefect.example/runs/1 (x)"}
+    md = render_markdown(report, links)
+    lines = md.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| name |"))
+    assert lines[header + 1].startswith("|---|")
+    table = lines[header + 2 : header + 7]
+    assert [line.split("|")[1].strip() for line in table] == [
+        "raw",
+        "ae",
+        "voxnet (supervised)",
+        "broken",
+        "train-only",
+    ]
+    assert all(line.count("|") == lines[header].count("|") for line in table)
+    assert "| 0.610 |" in table[1] and "failed" in table[3]
+    assert "**Best unsupervised method:** ae (NMI 0.610 on the test split)" in md
+    assert "Suggested k" in md and "raw: 3" in md
+    assert "&lt;script&gt;" in md and "<script>" not in md  # the error, escaped
+    assert lines[-2] == "- [HTML report](s3://bucket/reports/report.html)"
+    assert lines[-1] == "- [ae run (x)](https://prefect.example/runs/1%20%28x%29)"
+
+    unlabelled = render_markdown({"title": "t", "labelled": False, "methods": []})
+    assert "no labels" in unlabelled and "No methods were run." in unlabelled and "Links" not in unlabelled
