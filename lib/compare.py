@@ -9,10 +9,10 @@ option means another run.
 Per method (:func:`evaluate_method`), with no labels involved until scoring:
 
 * the run's embedding of every stored item (``all``), recomputed only when the store or the run changed;
-* PCA to ``pca_dim`` when wider (no whitening), then faiss k-means on **all** items with ``k`` = the
-  configured k, else the number of classes when the store has labels, else the method's suggested k
-  (knee of its elbow curve); k-means on all items rather than per split because a user groups the whole
-  batch, and the assignment of every item is written out;
+* PCA to ``pca_dim`` when wider (whitening and row L2-normalisation optional, off by default), then faiss
+  k-means on **all** items with ``k`` = the configured k, else the number of classes when the store has
+  labels, else the method's suggested k (knee of its elbow curve); k-means on all items rather than per
+  split because a user groups the whole batch, and the assignment of every item is written out;
 * an elbow sweep (inertia over k = 2 .. ``elbow_k_max``) and its knee;
 * PIC (power iteration clustering, no k) on the PCA-whitened, L2-normalised features, as in DeepCluster;
 * metrics per split when the store has splits (and for ``all``): cluster sizes, inertia, silhouette on a
@@ -71,6 +71,8 @@ class CompareConfig(BaseModel):
 
     k: int | None = Field(None, ge=2, description="clusters; default: classes when labelled, else the knee")
     pca_dim: int = Field(64, ge=2, description="PCA width before k-means when the embedding is wider")
+    whiten: bool = Field(False, description="whiten the PCA components (each to unit variance)")
+    l2: bool = Field(False, description="scale rows to unit length before k-means (after PCA)")
     restarts: int = Field(5, ge=1, description="seeded k-means restarts")
     elbow_k_max: int = Field(20, ge=3, description="elbow sweep over k = 2 .. this")
     pic: bool = Field(True, description="also run PIC (power iteration clustering, needs no k)")
@@ -97,8 +99,7 @@ PRESETS: dict[str, list[MethodEntry]] = {
             method="softtriple",
             options={"mode": "supervised", "batch_size": 64, "epochs": 10},
         ),
-        # About 8 minutes an epoch on 2 cores even at width 8 and a strided stem: a GPU method.
-        MethodEntry(name="vrn", method="vrn", options={"epochs": 2}),
+        MethodEntry(name="vrn", method="vrn"),  # width 8, strided stem: the full-size network needs a GPU
     ],
     # Minutes on 2 cores for the demo batch (140 shapes): every method, briefly.
     "demo": [
@@ -279,7 +280,12 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
         bad = int(np.count_nonzero(~np.isfinite(x).all(axis=1)))
         raise CompareError(f"{entry.name}: the embedding has NaN/inf values in {bad} of {len(x)} items")
     labelled = bool((labels >= 0).any())
-    feats = cluster.pca(x, cfg.pca_dim) if x.shape[1] > cfg.pca_dim else np.ascontiguousarray(x, np.float32)
+    if x.shape[1] > cfg.pca_dim or cfg.whiten:
+        feats = cluster.pca(x, min(cfg.pca_dim, x.shape[1]), whiten=cfg.whiten)
+    else:
+        feats = np.ascontiguousarray(x, np.float32)
+    if cfg.l2:
+        feats = cluster.l2_normalize(feats)
 
     ks = cluster.elbow_ks(len(feats), cfg.elbow_k_max)
     sweep = cluster.elbow_sweep(feats, ks, seed=cfg.seed)

