@@ -126,8 +126,8 @@ def test_compare_flow_on_s3_publishes_artifacts_and_a_self_contained_report(pref
     arts = _artifacts(state.state_details.flow_run_id)
     assert arts["voxclust-compare-table"].type == "table"
     assert arts["voxclust-compare-summary"].type == "markdown" and "dc" in arts["voxclust-compare-summary"].data
-    link = arts["voxclust-compare-report"]
-    assert link.type == "markdown" or link.type == "link"
+    link = arts["voxclust-compare-report"]  # Prefect stores a link artifact as markdown: [text](url)
+    assert link.type == "markdown" and "report.html" in link.data and "comparison report (HTML)" in link.data
     images = [a for a in arts.values() if a.type == "image"]
     assert any(a.key == "voxclust-compare-elbow" for a in images)
     assert any(a.key == "voxclust-compare-dc-tsne" for a in images)
