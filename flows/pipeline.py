@@ -1,0 +1,33 @@
+"""pipeline: one scan batch end to end, voxelize-batch (over Dask) then compare-methods on the store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.compare import compare_methods
+from flows.voxelize import run_voxelize
+from lib.compare import CompareConfig, resolve_entries
+
+
+@flow(name="pipeline")
+def pipeline(
+    batch_url: str,
+    store_url: str,
+    batch_name: str | None = None,
+    preset: str = "default",
+    methods: list[str] | None = None,
+    config: CompareConfig | None = None,
+    dask_address: str | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Voxelize the batch at ``batch_url`` into the store at ``store_url`` (a Dask LocalCluster, or the
+    scheduler at ``dask_address`` / ``VOXCLUST_DASK_ADDRESS``), then train or reuse every method of
+    ``preset`` (optionally only ``methods``) and publish the comparison of the whole store."""
+    log = get_run_logger()
+    entries = resolve_entries(methods, preset)  # bad names fail before any work
+    voxelized = run_voxelize(dask_address, batch_url=batch_url, store_url=store_url, batch_name=batch_name)
+    log.info("batch %s: %d stored, %d failed", voxelized["batch"], voxelized["stored"], voxelized["failed"])
+    report = compare_methods(voxelized["store"]["store"], entries, config, True, device)
+    return {"voxelize": {k: v for k, v in voxelized.items() if k != "store"}, "compare": report}

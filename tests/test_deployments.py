@@ -1,0 +1,78 @@
+"""deployments/prefect.yaml: it parses, every deployment names a work pool defined once and a module-path
+entry point that loads as the right Prefect flow with a parameter schema; and the pipeline flow runs a scan
+batch end to end (voxelize over Dask, then compare)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lib.demo import write_demo_batch
+from lib.storage import open_storage
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOW_NAMES = {
+    "voxelize": "voxelize-batch",
+    "train": "train-features",
+    "compare": "compare-methods",
+    "pipeline": "pipeline",
+}
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_every_deployment_has_a_defined_pool_and_a_loadable_flow(spec: dict[str, Any]) -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    pools = {p["name"]: p for p in spec["definitions"]["work_pools"].values()}
+    assert set(pools) == {"cpu", "gpu"}
+    names = [d["name"] for d in spec["deployments"]]
+    assert sorted(names) == sorted(FLOW_NAMES)
+    for dep in spec["deployments"]:
+        assert (
+            dep["work_pool"] is pools[dep["work_pool"]["name"]] or dep["work_pool"] == pools[dep["work_pool"]["name"]]
+        )
+        module, _, attr = dep["entrypoint"].partition(":")
+        assert not module.endswith(".py"), "module-path entry points only"
+        flow = getattr(importlib.import_module(module), attr)
+        assert flow.name == FLOW_NAMES[dep["name"]]
+        schema = parameter_schema(flow).model_dump()
+        assert schema["properties"], dep["name"]
+    by_name = {d["name"]: d for d in spec["deployments"]}
+    assert by_name["train"]["work_pool"]["name"] == "gpu" and by_name["voxelize"]["work_pool"]["name"] == "cpu"
+    (schedule,) = by_name["pipeline"]["schedules"]
+    assert schedule["cron"] and schedule["active"] is False
+
+
+def test_pipeline_voxelizes_a_batch_and_publishes_the_comparison(prefect_api: str, tmp_path: Path) -> None:
+    from flows.pipeline import pipeline
+    from lib.compare import CompareConfig
+
+    batch = str(tmp_path / "inbox" / "b1")
+    write_demo_batch(batch, n_per_class=2, seed=0)
+    store = str(tmp_path / "store")
+    config = CompareConfig(k=3, tsne=False, elbow_k_max=4)
+    result = pipeline(batch, store, preset="demo", methods=["raw"], config=config)
+    assert result["voxelize"]["batch"] == "b1" and result["voxelize"]["stored"] >= 12
+    (row,) = result["compare"]["rows"]
+    assert row["name"] == "raw" and row["status"] == "ok"
+    html = result["compare"]["html_url"]
+    assert open_storage(html.rsplit("/", 1)[0]).exists("report.html")
+
+
+def test_pipeline_refuses_unknown_methods_before_any_work(prefect_api: str, tmp_path: Path) -> None:
+    from flows.pipeline import pipeline
+    from lib.compare import CompareError
+
+    with pytest.raises(CompareError, match="unknown method"):
+        pipeline(str(tmp_path / "nothing"), str(tmp_path / "store"), methods=["kmeans"])
+    assert not (tmp_path / "store").exists()
