@@ -72,7 +72,8 @@ def compare_methods(
     rep = result["report"]
     out = open_storage(out_url)
     html = out.browser_url("report.html")
-    create_table_artifact(report.table_rows(rep), key=_key(artifact_prefix, "table"), description="metrics per method")
+    rows = report.table_rows(rep)
+    create_table_artifact(rows, key=_key(artifact_prefix, "table"), description="metrics per method")
     create_markdown_artifact(
         report.render_markdown(rep, {"HTML report": html, "assignments (CSV)": out.browser_url("assignments.csv")}),
         key=_key(artifact_prefix, "summary"),
@@ -87,5 +88,5 @@ def compare_methods(
         "html_url": result["html_url"],
         "csv_url": result["csv_url"],
         "best_method": rep["best_method"],
-        "rows": report.table_rows(rep),
+        "rows": rows,
     }

@@ -105,7 +105,7 @@ Choices:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import faiss
@@ -250,6 +250,16 @@ class PCAModel:
             out[s : s + step] = block @ proj
         return out
 
+    def whitened(self, eps: float = 1e-5) -> PCAModel:
+        """The same projection with each component scaled to unit variance: ``1 / sqrt(variance + eps)``,
+        0 for directions of zero variance (``fit_pca(..., whiten=True)`` without fitting again)."""
+        if eps < 0 or not np.isfinite(eps):
+            raise ClusterError(f"eps must be a finite number >= 0, got {eps}")
+        denom = np.sqrt(self.explained_variance + eps)
+        where = (self.explained_variance > 0) & (denom > 0)
+        scale = np.divide(1.0, denom, out=np.zeros(self.dim, dtype=np.float64), where=where)
+        return replace(self, scale=scale)
+
 
 def _top_eigenpairs(sym: F64, r: int) -> tuple[F64, F64]:
     """The ``r`` largest eigenvalues (descending) of a symmetric PSD matrix, with eigenvectors as columns."""
@@ -319,12 +329,8 @@ def fit_pca(x: npt.ArrayLike, dim: int, whiten: bool = False, eps: float = 1e-5)
     components *= signs[:, None]
 
     variance = sq / (n - 1)
-    if whiten:
-        denom = np.sqrt(variance + eps)
-        scale = np.divide(1.0, denom, out=np.zeros(r, dtype=np.float64), where=~null & (denom > 0))
-    else:
-        scale = np.ones(r, dtype=np.float64)
-    return PCAModel(mean=mean, components=components, explained_variance=variance, scale=scale)
+    model = PCAModel(mean=mean, components=components, explained_variance=variance, scale=np.ones(r))
+    return model.whitened(eps) if whiten else model
 
 
 def pca(x: npt.ArrayLike, dim: int, whiten: bool = False, eps: float = 1e-5) -> F32:

@@ -224,7 +224,7 @@ def failed_record(entry: MethodEntry, error: str, run_url: str | None = None) ->
         "name": entry.name,
         "method": entry.method,
         "options": entry.options,
-        "supervised": _supervised(entry),
+        "supervised": is_supervised(entry),
         "status": "failed",
         "error": error,
         "dim": None,
@@ -240,7 +240,8 @@ def failed_record(entry: MethodEntry, error: str, run_url: str | None = None) ->
     }
 
 
-def _supervised(entry: MethodEntry) -> bool:
+def is_supervised(entry: MethodEntry) -> bool:
+    """Whether the entry's method trains on the store's labels (unknown methods or options: False)."""
     from lib.features.registry import get_method
     from lib.features.runs import make_config
 
@@ -280,8 +281,11 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
         bad = int(np.count_nonzero(~np.isfinite(x).all(axis=1)))
         raise CompareError(f"{entry.name}: the embedding has NaN/inf values in {bad} of {len(x)} items")
     labelled = bool((labels >= 0).any())
-    if x.shape[1] > cfg.pca_dim or cfg.whiten:
-        feats = cluster.pca(x, min(cfg.pca_dim, x.shape[1]), whiten=cfg.whiten)
+    # One PCA fit serves k-means (when wider or whitened) and PIC (always whitened).
+    reduce = x.shape[1] > cfg.pca_dim or cfg.whiten
+    model = cluster.fit_pca(x, min(cfg.pca_dim, x.shape[1])) if reduce or cfg.pic else None
+    if reduce and model is not None:
+        feats = (model.whitened() if cfg.whiten else model).transform(x)
     else:
         feats = np.ascontiguousarray(x, np.float32)
     if cfg.l2:
@@ -311,9 +315,8 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
     scored = "test" if "test" in metrics else "all"
 
     pic: dict[str, Any] | None = None
-    if cfg.pic and len(feats) > 10:
-        whitened = cluster.l2_normalize(cluster.pca(x, min(cfg.pca_dim, x.shape[1]), whiten=True))
-        res = cluster.pic(whitened)
+    if cfg.pic and len(feats) > 10 and model is not None:
+        res = cluster.pic(model.whitened().transform(x), l2=True)  # whitened, then rows L2-normalised
         pic = {"n_clusters": int(res.n_clusters), "largest": int(res.sizes.max())}
         known = labels >= 0
         if labelled:
@@ -334,7 +337,7 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
         "name": entry.name,
         "method": entry.method,
         "options": entry.options,
-        "supervised": _supervised(entry),
+        "supervised": is_supervised(entry),
         "status": "ok",
         "error": None,
         "dim": int(x.shape[1]),

@@ -737,3 +737,15 @@ def test_cluster_summary_rejects_nan_and_mismatch() -> None:
         cluster_summary(x, y[:-1])
     with pytest.raises(ClusterError, match="rows"):
         cluster_summary(x, y, labels_true=y[:-1])
+
+
+def test_whitened_model_equals_fitting_with_whitening() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((40, 6)) @ rng.standard_normal((6, 6))
+    x[:, 5] = x[:, 4]  # a rank-deficient direction: projects to 0 either way
+    plain = fit_pca(x, 6)
+    np.testing.assert_array_equal(plain.whitened(1e-5).scale, fit_pca(x, 6, whiten=True, eps=1e-5).scale)
+    np.testing.assert_array_equal(plain.whitened().transform(x), fit_pca(x, 6, whiten=True).transform(x))
+    assert plain.whitened().scale[-1] == 0.0
+    with pytest.raises(ClusterError, match="eps"):
+        plain.whitened(-1.0)

@@ -473,12 +473,10 @@ def report(
         _prefect_defaults()
         from flows.compare import compare_methods
         from flows.runners import prefect_api
-        from lib.compare import discover_entries
+        from lib.compare import CompareConfig, discover_entries
 
         entries = _compare_entries(methods, preset, []) if methods or preset else discover_entries(data_url)
         with prefect_api():
-            from lib.compare import CompareConfig
-
             result = compare_methods(data_url, entries, CompareConfig(k=k, tsne=tsne), False)
         _print_report(result, as_json)
 

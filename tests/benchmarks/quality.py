@@ -33,7 +33,7 @@ import faiss  # noqa: E402,F401  (before torch)
 import numpy as np  # noqa: E402
 
 from lib.cluster import evaluate_embedding  # noqa: E402
-from lib.compare import PRESETS, MethodEntry, run_url_for  # noqa: E402
+from lib.compare import PRESETS, MethodEntry, is_supervised, run_url_for  # noqa: E402
 from lib.features.registry import METHODS  # noqa: E402
 from lib.features.runs import Region, create_run, read_embedding, train_run  # noqa: E402
 from lib.importer import import_npz  # noqa: E402
@@ -42,7 +42,6 @@ from lib.store import VoxelStore  # noqa: E402
 # The CPU budget of each method on 2 cores: lib.compare's "quality" preset (the method's defaults, epochs:
 # voxnet 30, autoencoder 15, deepcluster 30, triplet 8, softtriple 8, plus the options written there).
 BUDGETS: dict[str, tuple[str, dict[str, Any]]] = {e.name: (e.method, dict(e.options)) for e in PRESETS["quality"]}
-SUPERVISED = {"voxnet", "vrn", "softtriple_supervised"}
 
 
 def main() -> None:
@@ -78,7 +77,8 @@ def main() -> None:
         options = {"seed": args.seed, **options, **overrides.get(row, {})}
         t0 = time.perf_counter()
         # Runs live where `voxclust compare --preset quality` looks for them, so its report reuses them.
-        run_url = run_url_for(store_url, MethodEntry(name=row, method=method, options=options))
+        entry = MethodEntry(name=row, method=method, options=options)
+        run_url = run_url_for(store_url, entry)
         ref = create_run(method, store_url, options, Region(split="train"), run_url, "auto")
         session = train_run(ref, on_epoch=lambda e, row=row: print(row, _brief(e), file=sys.stderr, flush=True))
         emb = session.embed(Region(split="test"), name="test")
@@ -95,7 +95,7 @@ def main() -> None:
             "wall_seconds": round(time.perf_counter() - t0, 1),
             "dim": emb.dim,
             "epochs": ref.epochs,
-            "supervised": row in SUPERVISED,
+            "supervised": is_supervised(entry),
         }
         for key in ("test_accuracy", "test_accuracy_single_view", "reconstruction_iou"):
             if key in metrics:
