@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # voxclust quick start. Creates .venv (Python 3.11) when it is missing or out of date, then:
 #   ./quickstart.sh demo [ARGS]   generate a demo scan batch, voxelize it into a local store, print a summary
-#   ./quickstart.sh test [ARGS]   ruff, mypy and the pytest suite (what CI runs)
+#   ./quickstart.sh test [ARGS]   ruff, mypy and the pytest suite (what CI runs); installs chromium when root
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -31,6 +31,12 @@ case "$cmd" in
     exec "$VENV/bin/voxclust" demo "$@"
     ;;
   test)
+    # The UI check of tests/test_operate.py drives Debian's chromium headless (skipped where it can't be had).
+    if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+      echo "installing chromium for the UI test (one time)..." >&2
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+        || echo "could not install chromium: the UI check will be skipped" >&2
+    fi
     "$VENV/bin/ruff" check .
     "$VENV/bin/mypy"
     exec "$VENV/bin/python" -m pytest "$@"

@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
 from lib.features.runs import Region
+from lib.progress import emit
 from tasks.features import create_run, embed, finish_run, prepare_epoch, train_epoch
 
 
@@ -33,12 +34,14 @@ def train_features(
     progress: Any = None
     if ref.epochs:
         progress = create_progress_artifact(100.0 * ref.epochs_done / ref.epochs, description=f"{method} training")
+    emit(f"train {method}", ref.epochs_done, ref.epochs)
     for epoch in range(ref.epochs_done, ref.epochs):
         if ref.has_prepare:
             prepare_epoch(ref.run_url, epoch)
         entry = train_epoch(ref.run_url, epoch)
         log.info("epoch %d: %s", epoch, {k: v for k, v in entry.items() if isinstance(v, int | float)})
         update_progress_artifact(progress, 100.0 * (epoch + 1) / ref.epochs)
+        emit(f"train {method}", epoch + 1, ref.epochs)
     metrics = finish_run(ref.run_url)
     emb = embed(ref.run_url, embed_region, None)
     create_table_artifact(

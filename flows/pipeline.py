@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
 
 from flows.compare import compare_methods
 from flows.voxelize import run_voxelize
@@ -30,4 +31,10 @@ def pipeline(
     voxelized = run_voxelize(dask_address, batch_url=batch_url, store_url=store_url, batch_name=batch_name)
     log.info("batch %s: %d stored, %d failed", voxelized["batch"], voxelized["stored"], voxelized["failed"])
     report = compare_methods(voxelized["store"]["store"], entries, config, True, device)
+    create_table_artifact(
+        report["rows"],
+        key="voxclust-pipeline-table",
+        description=f"comparison after batch {voxelized['batch']} ({voxelized['stored']} stored, "
+        f"{voxelized['failed']} failed); report {report['html_url']}",
+    )
     return {"voxelize": {k: v for k, v in voxelized.items() if k != "store"}, "compare": report}

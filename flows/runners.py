@@ -18,11 +18,14 @@ import dask
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask import DaskTaskRunner
 
+from lib.settings import settings
+
 
 def dask_runner(address: str | None = None, n_workers: int | None = None) -> DaskTaskRunner:
     """DaskTaskRunner for ``address`` (e.g. ``tcp://10.0.0.5:8786``; also ``VOXCLUST_DASK_ADDRESS``), else a
-    LocalCluster of ``n_workers`` single-threaded worker processes (default: one per core)."""
-    address = address or os.environ.get("VOXCLUST_DASK_ADDRESS") or None
+    LocalCluster of ``n_workers`` single-threaded worker processes (default: one per core). Both also come
+    from the settings (environment, config file)."""
+    address = address or settings().dask_address or None
     if address:
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(n_workers))
@@ -45,7 +48,7 @@ def local_cluster_kwargs(n_workers: int | None = None) -> dict[str, Any]:
             "distributed.worker.profile.enabled": False,
         }
     )
-    n = n_workers or int(os.environ.get("VOXCLUST_DASK_WORKERS", "0")) or os.cpu_count() or 1
+    n = n_workers or settings().dask_workers or os.cpu_count() or 1
     return {"n_workers": n, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
 
 

@@ -11,6 +11,7 @@ from prefect.futures import as_completed
 from flows.runners import dask_runner, dask_worker_threads
 from lib.pipeline import group_jobs
 from lib.pipeline import items_per_task as auto_items_per_task
+from lib.progress import emit
 from lib.readers import ReadLimits
 from lib.voxelize import VoxelConfig
 from tasks.voxelize import finalize_store, plan_batch, voxelize_chunks
@@ -51,6 +52,7 @@ def voxelize_batch(
     groups = group_jobs(plan.jobs, size)
     log.info("%d tasks of up to %d items", len(groups), size)
     progress: Any = create_progress_artifact(0.0, key="voxelize-progress", description=f"voxelize {plan.batch}")
+    emit(f"voxelize {plan.batch}", 0, todo)
     futures = voxelize_chunks.map(
         groups, unmapped(plan.source), unmapped(store_url), unmapped(plan.voxel), unmapped(limits)
     )
@@ -61,6 +63,7 @@ def voxelize_batch(
             stored += chunk.stored
             failed += chunk.failed
         update_progress_artifact(progress, 100.0 * done / max(todo, 1))
+        emit(f"voxelize {plan.batch}", done, todo)
         log.info("voxelized %d/%d items (%d stored, %d failed)", done, todo, stored, failed)
     summary = finalize_store(store_url)
     result = {

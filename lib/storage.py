@@ -51,6 +51,7 @@ class LockTimeout(StorageError):
 class ObjectInfo:
     key: str  # relative to the storage root, '/'-separated
     size: int
+    mtime: float = 0.0  # last modified, seconds since the epoch
 
 
 class S3Settings(BaseSettings):
@@ -196,7 +197,8 @@ class LocalStorage(Storage):
                 if path.is_symlink():
                     continue  # a link can point outside the root: never follow it
                 rel = path.relative_to(self.root).as_posix()
-                out.append(ObjectInfo(rel, path.stat().st_size))
+                st = path.stat()
+                out.append(ObjectInfo(rel, st.st_size, st.st_mtime))
         return sorted(out, key=lambda o: o.key)
 
     def read_bytes(self, key: str) -> bytes:
@@ -311,7 +313,7 @@ class S3Storage(Storage):
                 for obj in page.get("Contents", []):
                     rel = obj["Key"][len(self.prefix) + 1 :] if self.prefix else obj["Key"]
                     if rel and not rel.endswith("/"):
-                        out.append(ObjectInfo(rel, int(obj["Size"])))
+                        out.append(ObjectInfo(rel, int(obj["Size"]), obj["LastModified"].timestamp()))
         except Exception as exc:  # botocore raises many types; all mean "cannot list"
             raise self._err(exc, "cannot list objects") from exc
         return sorted(out, key=lambda o: o.key)
@@ -400,12 +402,14 @@ class S3Storage(Storage):
         return zarr.storage.ObjectStore(obj, read_only=read_only)
 
     def check(self, must_exist: bool = False) -> None:
+        # A listing under our own prefix, not HeadBucket: a least-privilege policy (infra/k8s/bucket-policy.json)
+        # allows s3:ListBucket only under the prefixes the workers use, and HeadBucket needs it unconditioned.
+        prefix = _join(self.prefix) + "/" if self.prefix else ""
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
         except Exception as exc:
             raise self._err(exc, "bucket is not reachable") from exc
         if must_exist:
-            resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=_join(self.prefix) + "/", MaxKeys=1)
             if not resp.get("KeyCount"):
                 raise StorageError(f"{self.url}: no objects under this prefix")
 

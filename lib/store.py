@@ -45,6 +45,7 @@ COMMITS = "_commits"
 LOCK = "store"
 
 PENDING, STORED, FAILED = "pending", "stored", "failed"
+CLAIMS = "inbox-claims"  # lib.inbox's claims: may precede the store's creation
 SPLIT_CODES = {"train": 0, "test": 1}
 
 
@@ -180,7 +181,7 @@ class VoxelStore:
 
     def _refuse_foreign_data(self) -> None:
         """A new store only goes where nothing is, or where a store creation died before its manifest."""
-        leftovers = {o.key for o in self.storage.list() if not o.key.startswith("_locks/")}
+        leftovers = {o.key for o in self.storage.list() if not o.key.startswith(("_locks/", f"{CLAIMS}/"))}
         if not leftovers:
             return
         if leftovers <= {"zarr.json", "voxels/zarr.json"} and "zarr.json" in leftovers:

@@ -20,6 +20,7 @@ FLOW_NAMES = {
     "train": "train-features",
     "compare": "compare-methods",
     "pipeline": "pipeline",
+    "watch-inbox": "watch-inbox",
 }
 
 
@@ -49,8 +50,12 @@ def test_every_deployment_has_a_defined_pool_and_a_loadable_flow(spec: dict[str,
         assert schema["properties"], dep["name"]
     by_name = {d["name"]: d for d in spec["deployments"]}
     assert by_name["train"]["work_pool"]["name"] == "gpu" and by_name["voxelize"]["work_pool"]["name"] == "cpu"
-    (schedule,) = by_name["pipeline"]["schedules"]
-    assert schedule["cron"] and schedule["active"] is False
+    (schedule,) = by_name["watch-inbox"]["schedules"]
+    assert schedule["cron"] == "* * * * *" and schedule["active"] is True
+    (trigger,) = by_name["watch-inbox"]["triggers"]
+    assert trigger["expect"] == ["voxclust.scan-batch.arrived"]
+    assert trigger["parameters"] == {"batch_url": "{{ event.payload.batch_url }}"}
+    assert "schedules" not in by_name["pipeline"], "pipeline needs a batch: the watcher starts it"
 
 
 def test_pipeline_voxelizes_a_batch_and_publishes_the_comparison(prefect_api: str, tmp_path: Path) -> None:

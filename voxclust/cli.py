@@ -11,17 +11,18 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from typer.core import TyperCommand
 
 from lib.readers import ReadLimits
+from voxclust import ops
+from voxclust.common import AsJson, err, out, progress_bars
+from voxclust.common import prefect_defaults as _prefect_defaults
+from voxclust.common import user_errors as _user_errors
 
 app = typer.Typer(
     name="voxclust",
@@ -30,8 +31,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
 
 DATA_DIR = Path(os.environ.get("VOXCLUST_HOME", "voxclust-data"))
 
@@ -43,49 +42,6 @@ DaskAddress = Annotated[
     str | None, typer.Option(help="existing Dask scheduler, e.g. tcp://host:8786 (env VOXCLUST_DASK_ADDRESS)")
 ]
 Workers = Annotated[int | None, typer.Option(help="LocalCluster worker processes (default: one per core)")]
-AsJson = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
-
-
-def _prefect_defaults() -> None:
-    """Offline-safe Prefect defaults, unless the user set them."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """User mistakes end as one line on stderr and exit code 2, not a traceback."""
-    from pydantic import ValidationError
-    from rich.markup import escape
-
-    from lib.batch import BatchError
-    from lib.importer import NpzImportError
-    from lib.storage import StorageError
-    from lib.store import StoreError
-
-    user_errors: list[type[BaseException]] = [StorageError, StoreError, BatchError, NpzImportError, FileNotFoundError]
-    try:
-        yield
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        err.print(f"[red]error:[/red] {escape(where)}: {escape(first['msg'])}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except Exception as exc:
-        # Errors of modules that are slow to import (torch, faiss) count only once those modules are loaded,
-        # which they are whenever one of their errors was raised.
-        for module, name in (
-            ("lib.features.base", "MethodError"),
-            ("lib.cluster", "ClusterError"),
-            ("lib.compare", "CompareError"),
-        ):
-            if module in sys.modules:
-                user_errors.append(getattr(sys.modules[module], name))
-        if not isinstance(exc, tuple(user_errors)):
-            raise
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
 
 
 def _voxel_config(resolution: int | None, mode: str | None, up_axis: str | None) -> Any:
@@ -181,7 +137,10 @@ def voxelize(
         voxel = _voxel_config(resolution, mode, up_axis)
         _preflight(batch_url, store_url)
         limits = {"max_bytes": max_bytes, "max_vertices": max_vertices}
-        result = _run_voxelize(batch_url, store_url, voxel, batch_name, items_per_task, dask_address, workers, limits)
+        with progress_bars(not as_json):
+            result = _run_voxelize(
+                batch_url, store_url, voxel, batch_name, items_per_task, dask_address, workers, limits
+            )
         if as_json:
             out.print_json(json.dumps(result))
             return
@@ -264,7 +223,7 @@ def demo(
         _prefect_defaults()
         from flows.runners import prefect_api
 
-        with prefect_api():  # one Prefect API for both flows
+        with prefect_api(), progress_bars():  # one Prefect API for both flows
             out.print("[bold]2/3[/bold] voxelizing (Prefect flow over Dask)...")
             result = _run_voxelize(batch_url, store_url, None, "demo", None, dask_address, workers)
             _print_summary(result["store"], False)
@@ -355,7 +314,8 @@ def train(
 
         make_config(method, opts)  # bad method or option: fail before starting anything
         region = Region.model_validate({"split": split})
-        result = train_features(method, data_url, opts, region, run_url, device)
+        with progress_bars(not as_json):
+            result = train_features(method, data_url, opts, region, run_url, device)
         if as_json:
             out.print_json(json.dumps(result))
             return
@@ -381,6 +341,20 @@ def embed(
             out.print_json(ref.model_dump_json())
             return
         out.print(f"embedding {ref.name!r}: {ref.n} x {ref.dim} in {ref.run_url}")
+
+
+StoreOpt = Annotated[
+    str | None, typer.Option("--data", help="the voxel store (default: setting store_url, env VOXCLUST_STORE_URL)")
+]
+
+
+def _store_url(data_url: str | None) -> str:
+    from lib.settings import settings
+
+    url = settings(store_url=data_url).store_url
+    if not url:
+        raise typer.BadParameter("no voxel store: pass --data or set VOXCLUST_STORE_URL", param_hint="--data")
+    return url
 
 
 def _compare_entries(methods: str | None, preset: str | None, options: list[str]) -> Any:
@@ -431,7 +405,7 @@ K = Annotated[int | None, typer.Option("--k", min=2, help="clusters (default: cl
 
 @app.command()
 def compare(
-    data_url: Annotated[str, typer.Option("--data", help="the voxel store")],
+    data_url: StoreOpt = None,
     methods: Methods = None,
     preset: Preset = None,
     options: Annotated[
@@ -452,15 +426,16 @@ def compare(
         from lib.compare import CompareConfig
         from lib.store import VoxelStore
 
+        data_url = _store_url(data_url)
         VoxelStore.open(data_url)  # a missing store fails here, before anything starts
-        with prefect_api():
+        with prefect_api(), progress_bars(not as_json):
             result = compare_methods(data_url, entries, CompareConfig(k=k, tsne=tsne), True, device)
         _print_report(result, as_json)
 
 
 @app.command()
 def report(
-    data_url: Annotated[str, typer.Option("--data", help="the voxel store")],
+    data_url: StoreOpt = None,
     methods: Methods = None,
     preset: Preset = None,
     k: K = None,
@@ -475,15 +450,16 @@ def report(
         from flows.runners import prefect_api
         from lib.compare import CompareConfig, discover_entries
 
+        data_url = _store_url(data_url)
         entries = _compare_entries(methods, preset, []) if methods or preset else discover_entries(data_url)
-        with prefect_api():
+        with prefect_api(), progress_bars(not as_json):
             result = compare_methods(data_url, entries, CompareConfig(k=k, tsne=tsne), False)
         _print_report(result, as_json)
 
 
 @app.command()
 def export(
-    data_url: Annotated[str, typer.Option("--data", help="the voxel store")],
+    data_url: StoreOpt = None,
     report_url: Annotated[str | None, typer.Option("--report", help="a report folder (default: the latest)")] = None,
     out_file: Annotated[Path | None, typer.Option("--out", help="CSV file to write (default: stdout)")] = None,
 ) -> None:
@@ -491,7 +467,7 @@ def export(
     with _user_errors():
         from lib.compare import export_csv
 
-        text = export_csv(data_url, report_url)
+        text = export_csv(_store_url(data_url), report_url)
         if out_file is None:
             sys.stdout.write(text)
         else:
@@ -503,6 +479,29 @@ def export(
 def methods() -> None:
     """List the registered feature methods and their options."""
     out.print(methods_help(), highlight=False, markup=False)
+
+
+app.add_typer(ops.stack_app, name="stack")
+app.command()(ops.deploy)
+app.command()(ops.notify)
+app.command()(ops.watch)
+
+
+@app.callback()
+def _settings_file(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            dir_okay=False,
+            exists=True,
+            help="settings file (TOML); default ./voxclust.toml, else ~/.config/voxclust/config.toml",
+        ),
+    ] = None,
+) -> None:
+    """Settings come from flags, then VOXCLUST_* environment variables, then the settings file."""
+    if config is not None:
+        os.environ["VOXCLUST_CONFIG"] = str(config)
 
 
 def main() -> None:
