@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import socket
+import stat
 import tempfile
 import time
 import uuid
@@ -194,10 +195,10 @@ class LocalStorage(Storage):
         for dirpath, _dirs, files in os.walk(base, followlinks=False):
             for name in files:
                 path = Path(dirpath) / name
-                if path.is_symlink():
-                    continue  # a link can point outside the root: never follow it
+                st = path.lstat()
+                if not stat.S_ISREG(st.st_mode):
+                    continue  # a link can point outside the root: never follow it; a FIFO would block a read
                 rel = path.relative_to(self.root).as_posix()
-                st = path.stat()
                 out.append(ObjectInfo(rel, st.st_size, st.st_mtime))
         return sorted(out, key=lambda o: o.key)
 
@@ -409,9 +410,8 @@ class S3Storage(Storage):
             resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
         except Exception as exc:
             raise self._err(exc, "bucket is not reachable") from exc
-        if must_exist:
-            if not resp.get("KeyCount"):
-                raise StorageError(f"{self.url}: no objects under this prefix")
+        if must_exist and not resp.get("KeyCount"):
+            raise StorageError(f"{self.url}: no objects under this prefix")
 
 
 def open_storage(url: str | os.PathLike[str], s3: S3Settings | None = None) -> Storage:

@@ -205,6 +205,10 @@ def test_stack_runs_a_dropped_batch_once_through_the_deployments(site: Site, tmp
     for w in site.wait("watchers after the second drop", later_watchers_done, 240):
         messages = " ".join(log["message"] for log in site.logs(w["id"]))
         assert "b1: already processed" in messages, messages
+    # one more watch, ad hoc from the command line, agrees
+    watched = site.cli("watch", "--json")
+    assert watched.returncode == 0, watched.stderr
+    assert json.loads(watched.stdout) == {"started": [], "skipped": {"b1": "already processed"}}
     assert len(site.started_runs(deployment="pipeline")) == 1, "the same batch ran twice"
 
     # -- no secret anywhere: logs, flow-run parameters, deployments, artifacts, the report files

@@ -72,19 +72,20 @@ def progress_bars(enabled: bool = True) -> Iterator[None]:
     from lib.progress import listen
 
     bars: dict[str, Any] = {}
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    ) as progress:
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    )
 
-        def update(stage: str, done: float, total: float) -> None:
-            if stage not in bars:
-                bars[stage] = progress.add_task(stage, total=total)
-            progress.update(bars[stage], completed=done, total=total)
+    def update(stage: str, done: float, total: float) -> None:
+        if not bars:
+            progress.start()  # only once there is something to show: no stray output otherwise
+        if stage not in bars:
+            bars[stage] = progress.add_task(stage, total=total)
+        progress.update(bars[stage], completed=done, total=total)
 
+    try:
         with listen(update):
             yield
+    finally:
+        if bars:
+            progress.stop()
