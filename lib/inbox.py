@@ -22,6 +22,7 @@ import os
 import posixpath
 import socket
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -161,6 +162,7 @@ def try_claim(
         "batch_url": batch.url,
         "fingerprint": batch.fingerprint,
         "owner": owner or f"{socket.gethostname()}:{os.getpid()}",
+        "nonce": uuid.uuid4().hex,  # unique contents: see Storage.write_if_absent
         "claimed_at": time.time(),
     }
     attempts = _attempts(storage, prefix)

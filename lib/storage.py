@@ -97,7 +97,8 @@ class Storage(ABC):
 
     @abstractmethod
     def write_if_absent(self, key: str, data: bytes) -> bool:
-        """Create ``key`` only if it does not exist; True when this call created it."""
+        """Create ``key`` only if it does not exist; True when this call created it. ``data`` must be unique to
+        the caller (a token): on S3 a retried request that meets its own first attempt is recognised by it."""
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -341,7 +342,12 @@ class S3Storage(Storage):
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
-                return False
+                # The client retries a PUT whose answer was lost; the retry then meets the first attempt's
+                # object. It is ours when it holds our bytes (callers write unique contents).
+                try:
+                    return self.read_bytes(key) == data
+                except FileNotFoundError:
+                    return False
             raise
         return True
 
