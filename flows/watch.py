@@ -9,11 +9,13 @@ idempotency key).
 from __future__ import annotations
 
 from typing import Any, cast
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 
 from lib import inbox
 from lib.settings import settings
@@ -24,8 +26,8 @@ BATCH_ARRIVED = "voxclust.scan-batch.arrived"
 def _run_state(flow_run_id: str) -> str | None:
     with get_client(sync_client=True) as client:
         try:
-            run = client.read_flow_run(flow_run_id)  # type: ignore[arg-type]
-        except Exception:
+            run = client.read_flow_run(UUID(flow_run_id))
+        except (ObjectNotFound, ValueError):
             return None
     return run.state.type.value if run.state is not None else None
 

@@ -41,6 +41,23 @@ def batch_name_from_url(url: str) -> str:
     return name
 
 
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot name an item (None when it can): a name that is not UTF-8 (a local file's raw bytes;
+    it would break every text output of the store), or not a plain relative path (storage would refuse it,
+    or read another object: a backslash or an empty, '.' or '..' part)."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            raw = key.encode("utf-8", "surrogateescape")  # the name's bytes as the file system has them
+        except UnicodeEncodeError:
+            raw = key.encode("utf-8", "backslashreplace")
+        return f"file name is not valid UTF-8 ({raw!r}); rename the file"
+    if "\\" in key or any(part in ("", ".", "..") for part in key.split("/")):
+        return "file name is not a plain relative path (a backslash, or an empty, '.' or '..' part); refused"
+    return None
+
+
 def _from_tree(key: str) -> tuple[str | None, str | None]:
     parts = key.split("/")
     if len(parts) == 3 and parts[1] in SPLITS:

@@ -12,9 +12,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from lib.batch import batch_name_from_url, list_batch
+from lib.batch import batch_name_from_url, key_problem, list_batch
 from lib.readers import ReadError, ReadLimits, read_geometry
-from lib.storage import Storage, open_storage
+from lib.storage import Storage, StorageError, open_storage
 from lib.store import FAILED, STORED, BatchPlan, ChunkJob, ItemResult, VoxelStore
 from lib.voxelize import VoxelConfig, voxelize
 
@@ -72,12 +72,17 @@ def process_chunk(
     results: list[ItemResult] = []
     for item in job.items:
         try:
+            problem = key_problem(item.key)
+            if problem:
+                raise ReadError(item.key, problem)
             if item.size > limits.max_bytes:
                 raise ReadError(item.key, f"file is {item.size} bytes, over the limit of {limits.max_bytes}")
             try:
                 data = batch.read_bytes(item.key)
             except FileNotFoundError as exc:
                 raise ReadError(item.key, "file no longer exists in the batch") from exc
+            except StorageError as exc:  # a key or link the storage refuses to follow
+                raise ReadError(item.key, f"refused by the batch storage: {exc}") from exc
             grid = voxelize_item(item.key, data, voxel, limits)
         except ReadError as exc:
             results.append(ItemResult(item.row, FAILED, exc.reason))

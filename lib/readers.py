@@ -13,7 +13,8 @@ quads and polygons are triangulated by trimesh):
 * ``.stl``  ASCII or binary STL.
 * ``.obj``  Wavefront OBJ (materials and textures are ignored).
 * ``.glb``  binary glTF. A scene with several meshes is concatenated into one mesh,
-  with the scene-graph transforms applied.
+  with the scene-graph transforms applied. Materials are skipped: embedded textures are
+  never decoded.
 
 Point clouds:
 
@@ -33,8 +34,9 @@ larger than ``ReadLimits.max_bytes`` (checked first, and in :func:`read_path` be
 file is read), empty data, unknown extensions, more vertices/points than
 ``ReadLimits.max_vertices`` (checked from the header before parsing for OFF, PLY and
 PCD, so a tiny file claiming 10^8 vertices fails without allocating, and after parsing
-for every format), truncated files, NaN/inf coordinates, face indices outside the
-vertex list, empty geometry, meshes whose faces all have zero area
+for every format), truncated files, NaN/inf coordinates, coordinates whose spread overflows
+float64, face indices outside the vertex list (and OBJ's invalid index 0), empty geometry,
+meshes whose faces all have zero area
 ("zero-area mesh") and geometry whose points all coincide
 ("degenerate: all points coincide").
 
@@ -179,10 +181,10 @@ def read_geometry(source: str, data: bytes, limits: ReadLimits = ReadLimits()) -
     except ReadError:
         raise
     except _Invalid as exc:
-        raise ReadError(source, str(exc)) from None
+        raise ReadError(source, _printable(str(exc))) from None
     except Exception as exc:  # anything from trimesh/numpy/json/...: keep its message
         kind = _extension(source)[1:].upper() or "input"
-        msg = " ".join(str(exc).split())[:300] or "no message"
+        msg = _printable(" ".join(str(exc).split())[:300]) or "no message"
         raise ReadError(source, f"cannot parse {kind} ({type(exc).__name__}): {msg}") from exc
 
 
@@ -201,6 +203,11 @@ def read_path(path: str | os.PathLike[str], limits: ReadLimits = ReadLimits()) -
 
 
 # --------------------------------------------------------------------------- dispatch
+
+
+def _printable(text: str) -> str:
+    """One printable line: control characters quoted from the input (a NUL, a newline) are escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _too_big(size: int, limits: ReadLimits) -> str:
@@ -242,6 +249,8 @@ def _read(source: str, data: bytes, limits: ReadLimits) -> Geometry:
             _check_stl(data, limits)
         elif ext == ".glb":
             _check_glb(data)
+        elif ext == ".obj":
+            _check_obj(data)
         geometry = _load_trimesh(data, ext[1:])
     return _validate(geometry, limits)
 
@@ -285,11 +294,12 @@ def _validate(geometry: Geometry, limits: ReadLimits) -> Geometry:
     if len(faces) == 0:
         # vertices only: a point cloud
         return PointCloudData(verts)
-    tri = verts[faces]
+    # areas relative to the bounding box (finite and > 0 here): raw cross products of huge coordinates overflow
+    scale = float(np.ptp(verts, axis=0).max())
+    tri = (verts[faces] - verts.min(axis=0)) / scale
     cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     areas = np.sqrt(np.einsum("ij,ij->i", cross, cross))
-    scale = float(np.ptp(verts, axis=0).max())
-    if not np.any(areas > 1e-12 * scale * scale):
+    if not np.any(areas > 1e-12):
         raise _Invalid(f"zero-area mesh: all {len(faces)} faces have zero area")
     return MeshData(verts, faces)
 
@@ -303,7 +313,12 @@ def _check_finite(arr: np.ndarray, what: str) -> None:
 
 
 def _check_extent(arr: np.ndarray) -> None:
-    if not np.any(np.ptp(arr, axis=0) > 0):
+    with np.errstate(over="ignore", invalid="ignore"):
+        span = np.ptp(arr, axis=0)
+    if not np.isfinite(span).all():
+        biggest = float(np.abs(arr).max())
+        raise _Invalid(f"coordinates out of range: their spread overflows float64 (|coordinate| up to {biggest:.3g})")
+    if not np.any(span > 0):
         raise _Invalid(f"degenerate: all points coincide ({len(arr)} points)")
 
 
@@ -313,7 +328,9 @@ def _check_extent(arr: np.ndarray) -> None:
 def _load_trimesh(data: bytes, file_type: str) -> Geometry:
     import trimesh  # imported lazily: heavy and only needed for meshes
 
-    loaded: Any = trimesh.load(io.BytesIO(data), file_type=file_type, process=False)
+    # geometry only: a GLB's embedded texture is never decoded (a 260 KB PNG can decode to 600 MB)
+    extra: dict[str, Any] = {"skip_materials": True} if file_type == "glb" else {}
+    loaded: Any = trimesh.load(io.BytesIO(data), file_type=file_type, process=False, **extra)
     parts: list[Any] = list(loaded.dump()) if isinstance(loaded, trimesh.Scene) else [loaded]
     meshes = [p for p in parts if isinstance(p, trimesh.Trimesh)]
     clouds = [p for p in parts if isinstance(p, trimesh.PointCloud)]
@@ -462,6 +479,19 @@ def _check_stl(data: bytes, limits: ReadLimits) -> None:
         f"truncated or corrupt binary STL: header declares {count} triangles "
         f"({84 + 50 * count} bytes), file has {len(data)} bytes"
     )
+
+
+# --------------------------------------------------------------------------- OBJ
+
+# a face whose vertex index (the first field of a corner) is 0: trimesh would silently read it as -1
+_OBJ_ZERO_INDEX = re.compile(rb"^[ \t]*f[ \t][^\n#]*?(?<=[ \t])[-+]?0+(?=[/ \t\r\n]|\Z)", re.MULTILINE)
+
+
+def _check_obj(data: bytes) -> None:
+    match = _OBJ_ZERO_INDEX.search(data)
+    if match is not None:
+        line = data.count(b"\n", 0, match.start()) + 1
+        raise _Invalid(f"OBJ face on line {line} uses vertex index 0 (OBJ indices start at 1)")
 
 
 # --------------------------------------------------------------------------- GLB

@@ -63,14 +63,20 @@ def normalise(points: np.ndarray, cfg: VoxelConfig) -> tuple[np.ndarray, float]:
     """
     pts = np.asarray(points, dtype=np.float64) @ _TO_Z_UP[cfg.up_axis].T
     lo, hi = pts.min(axis=0), pts.max(axis=0)
-    extent = float((hi - lo).max())
-    if not np.isfinite(extent) or extent <= 0:
+    with np.errstate(over="ignore", invalid="ignore"):
+        extent = float((hi - lo).max())
+    if np.isfinite(extent) and extent <= 0:
         raise ValueError("cannot normalise geometry with zero extent")
     side = cfg.resolution - 2 * cfg.padding
     # A hair inside the grid so the extreme points bin into the outermost non-padding voxels.
     scale = (side - 1e-6) / extent
     centre = (cfg.resolution - 1) / 2.0
-    return (pts - (lo + hi) / 2.0) * scale + centre, scale
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = (pts - (lo + hi) / 2.0) * scale + centre
+    # near float64's limits the extent, the scale or the centre overflows: garbage, not a grid
+    if not (np.isfinite(extent) and np.isfinite(scale) and np.isfinite(out).all()):
+        raise ValueError(f"coordinates out of range: an extent of {extent:.3g} cannot be scaled onto the grid")
+    return out, scale
 
 
 def _bin(points: np.ndarray, r: int) -> np.ndarray:
