@@ -30,7 +30,7 @@ from typing import Any
 
 from lib.batch import LABELS_FILE, batch_name_from_url
 from lib.storage import ObjectInfo, Storage, StorageError, open_storage
-from lib.store import CLAIMS, FAILED, MANIFEST, STORED, Manifest
+from lib.store import CLAIMS, FAILED, MANIFEST, STORED, VoxelStore
 
 READY_MARKER = ".ready"
 RETRY_STATES = frozenset({"FAILED", "CRASHED", "CANCELLED"})
@@ -120,7 +120,7 @@ def processed(store_url: str, batches: list[InboxBatch]) -> set[str]:
     storage = open_storage(store_url)
     if not storage.exists(MANIFEST):
         return set()
-    m = Manifest.from_json(storage.read_json(MANIFEST))
+    m = VoxelStore(storage).manifest()
     done: dict[str, int] = defaultdict(int)
     open_: set[str] = set()
     for rec in m.items:

@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
+
+
+def offline_prefect() -> None:
+    """Prefect settings for a benchmark script: its own temporary home, no analytics, quiet logs, and a
+    temporary local API unless the script starts one (``flows.runners.prefect_api``). Call before importing
+    Prefect."""
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="voxclust-bench-prefect-"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.pop("PREFECT_API_URL", None)
+
+
+def grids_by_item(store_url: str) -> tuple[dict[str, Any], Counter[str]]:
+    """The stored grid of each item id, and how many manifest records each item id has."""
+    from lib.store import STORED, VoxelStore
+
+    store = VoxelStore.open(store_url)
+    recs = store.records(None)
+    stored = [r for r in recs if r["status"] == STORED]
+    grids = store.read([r["row"] for r in stored]) if stored else []
+    return {r["item_id"]: g for r, g in zip(stored, grids, strict=True)}, Counter(r["item_id"] for r in recs)
 
 
 def free_port() -> int:

@@ -245,18 +245,16 @@ def _ts(text: str) -> float:
 
 
 def _s3_read(site: Site, url: str) -> str:
-    import boto3
+    from lib.storage import S3Settings, S3Storage
 
     bucket, _, key = url.removeprefix("s3://").partition("/")
-    s3 = boto3.client(
-        "s3",
+    settings = S3Settings(
         endpoint_url=site.env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=site.env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=site.env["AWS_SECRET_ACCESS_KEY"],
-        region_name=site.env["AWS_DEFAULT_REGION"],
+        access_key_id=site.env["AWS_ACCESS_KEY_ID"],
+        secret_access_key=site.env["AWS_SECRET_ACCESS_KEY"],
+        region=site.env["AWS_DEFAULT_REGION"],
     )
-    body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    return body.decode("utf-8", errors="replace")
+    return S3Storage(bucket, "", settings).read_bytes(key).decode("utf-8", errors="replace")
 
 
 def _browser_check(site: Site, pipeline: dict[str, Any], tmp_path: Path) -> None:

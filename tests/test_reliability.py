@@ -22,14 +22,9 @@ from flows.voxelize import run_voxelize
 from lib.demo import write_demo_batch
 from lib.storage import open_storage
 from lib.store import PENDING, STORED, VoxelStore
+from tests.support import grids_by_item
 
 VOXCLUST = str(Path(sys.executable).with_name("voxclust"))
-
-
-def _grids_by_item(store: VoxelStore) -> dict[str, np.ndarray]:
-    recs = store.records()
-    grids = store.read([r["row"] for r in recs])
-    return {r["item_id"]: g for r, g in zip(recs, grids, strict=True)}
 
 
 def _assert_same_items(got: VoxelStore, clean: VoxelStore) -> None:
@@ -38,7 +33,7 @@ def _assert_same_items(got: VoxelStore, clean: VoxelStore) -> None:
     assert len(ids) == len(set(ids)), "an item is stored twice"
     assert len({r["row"] for r in recs}) == len(recs), "two items share a row"
     assert not [r for r in recs if r["status"] == PENDING]
-    want, have = _grids_by_item(clean), _grids_by_item(got)
+    want, have = grids_by_item(clean.url)[0], grids_by_item(got.url)[0]
     assert have.keys() == want.keys()
     for key, grid in want.items():
         np.testing.assert_array_equal(have[key], grid, err_msg=key)
@@ -151,9 +146,9 @@ def test_two_batches_into_one_store_at_the_same_time(
     assert {r["batch"] for r in recs} == {"b1", "b2"}
     assert all(r["status"] == STORED for r in recs)
     assert len({r["row"] for r in recs}) == len(recs) == clean.summary()["stored"] * 2
-    have = _grids_by_item(store)
-    for ref in (clean, VoxelStore.open(clean2_url)):
-        for key, grid in _grids_by_item(ref).items():
+    have, _ = grids_by_item(store_url)
+    for ref in (clean.url, clean2_url):
+        for key, grid in grids_by_item(ref)[0].items():
             np.testing.assert_array_equal(have[key], grid, err_msg=key)
 
 

@@ -120,11 +120,15 @@ def stack_status(directory: StackDir = DEFAULT_STACK, as_json: AsJson = False) -
         raise typer.Exit(1)
 
 
-def _with_stack_env(stack: Path | None) -> None:
-    if stack is not None:
-        from lib.stack import Stack
+def _prefect_server(stack: Path | None, command: str) -> None:
+    """Point this process at the Prefect server (the local stack's, when given) or fail: ``command`` needs one."""
+    from lib.stack import Stack, StackError
 
+    if stack is not None:
         os.environ.update(Stack(stack).env())
+    prefect_defaults()
+    if not os.environ.get("PREFECT_API_URL"):
+        raise StackError(f"{command} needs a Prefect server: set PREFECT_API_URL (or pass --stack)")
 
 
 StackOpt = Annotated[
@@ -140,10 +144,7 @@ def deploy(
 ) -> None:
     """Create or update every deployment of deployments/prefect.yaml on the Prefect server (PREFECT_API_URL)."""
     with user_errors():
-        _with_stack_env(stack)
-        prefect_defaults()
-        if not os.environ.get("PREFECT_API_URL"):
-            raise FileNotFoundError("deploy needs a Prefect server: set PREFECT_API_URL (or pass --stack)")
+        _prefect_server(stack, "deploy")
         if not prefect_file.is_file():
             raise FileNotFoundError(f"{prefect_file}: no such deployments file")
         prefect = Path(sys.executable).with_name("prefect")
@@ -162,12 +163,9 @@ def notify(
 ) -> None:
     """Emit the voxclust.scan-batch.arrived event: the watch-inbox deployment's trigger starts its pipeline."""
     with user_errors():
-        _with_stack_env(stack)
-        prefect_defaults()
+        _prefect_server(stack, "notify")
         from lib.inbox import InboxError, describe_batch
 
-        if not os.environ.get("PREFECT_API_URL"):
-            raise InboxError("notify needs a Prefect server: set PREFECT_API_URL (or pass --stack)")
         batch = describe_batch(batch_url, name)
         if not batch.n_items:
             raise InboxError(f"{batch_url}: the batch holds no scan files")
@@ -199,15 +197,11 @@ def watch(
 ) -> None:
     """Run the inbox watcher once, here: start the pipeline deployment for every new, ready batch."""
     with user_errors():
-        _with_stack_env(stack)
-        prefect_defaults()
-        from lib.inbox import InboxError
-
-        if not os.environ.get("PREFECT_API_URL"):
-            raise InboxError("watch starts deployments: it needs a Prefect server (PREFECT_API_URL or --stack)")
+        _prefect_server(stack, "watch")
         from prefect.exceptions import ObjectNotFound
 
         from flows.watch import watch_inbox
+        from lib.inbox import InboxError
 
         try:
             result = watch_inbox(inbox_url, store_url, batch_url, settle_seconds=settle_seconds)

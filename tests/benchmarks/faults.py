@@ -35,24 +35,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="voxclust-bench-prefect-"))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.pop("PREFECT_API_URL", None)
+from tests.support import grids_by_item, offline_prefect  # noqa: E402
+
+offline_prefect()
 
 VOXCLUST = str(Path(sys.executable).with_name("voxclust"))
-
-
-def grids_by_item(store_url: str) -> tuple[dict[str, Any], Counter[str]]:
-    from lib.store import STORED, VoxelStore
-
-    store = VoxelStore.open(store_url)
-    recs = store.records(None)
-    seen = Counter(r["item_id"] for r in recs)
-    stored = [r for r in recs if r["status"] == STORED]
-    grids = store.read([r["row"] for r in stored]) if stored else []
-    return {r["item_id"]: g for r, g in zip(stored, grids, strict=True)}, seen
 
 
 def score(name: str, store_url: str, clean: dict[str, Any], prefix: str = "") -> dict[str, int]:
