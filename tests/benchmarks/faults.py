@@ -157,7 +157,11 @@ def main() -> None:
                 )
                 old = {o.key for o in storage.list("_commits")}  # a killed run's records, merged by the next
                 deadline = time.monotonic() + 300
-                while time.monotonic() < deadline and len({o.key for o in storage.list("_commits")} - old) < 3:
+                while (
+                    time.monotonic() < deadline
+                    and proc.poll() is None  # a small batch may finish before 3 commits: nothing left to kill
+                    and len({o.key for o in storage.list("_commits")} - old) < 3
+                ):
                     time.sleep(0.05)
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
