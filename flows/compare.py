@@ -16,6 +16,7 @@ from prefect.artifacts import (
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
+from prefect.futures import PrefectFuture, as_completed
 
 from flows.features import train_features
 from lib import compare, report
@@ -25,7 +26,9 @@ from lib.features.runs import Region
 from lib.progress import emit
 from lib.settings import settings
 from lib.storage import open_storage
+from lib.threads import cpu_share
 from tasks.compare import evaluate_method, publish
+from tasks.features import train_method
 
 
 def _key(*parts: str) -> str:
@@ -77,26 +80,10 @@ def _train(entry: MethodEntry, data_url: str, run_url: str, device: str) -> str 
     return None if state.is_completed() else str(state.result(raise_on_failure=False))
 
 
-@flow(name="compare-methods")
-def compare_methods(
-    data_url: str,
-    methods: list[MethodEntry] | None = None,
-    config: CompareConfig | None = None,
-    train: bool = True,
-    device: str = "auto",
-    report_url: str | None = None,
-    artifact_prefix: str = "voxclust-compare",
-) -> dict[str, Any]:
-    """Compare feature methods on the voxel store at ``data_url`` (default: every registered method).
-
-    With ``train`` each method's run (``<store>/runs/<name>-<hash>``) is trained or resumed by the
-    train-features flow; without, only finished runs are evaluated. A method that fails is reported as
-    failed and the rest of the report is produced. Artifacts use stable keys under ``artifact_prefix``.
-    """
+def _train_one_by_one(
+    data_url: str, entries: list[MethodEntry], out_url: str, cfg: CompareConfig, device: str, train: bool
+) -> list[dict[str, Any]]:
     log = get_run_logger()
-    cfg = config or CompareConfig()
-    entries = methods or compare.default_entries()
-    out_url = report_url or compare.new_report_url(data_url)
     records: list[dict[str, Any]] = []
     for i, entry in enumerate(entries):
         emit("compare methods", i, len(entries))
@@ -115,6 +102,83 @@ def compare_methods(
         if rec["status"] != "ok":
             log.warning("%s: %s", entry.name, rec["error"])
         records.append(rec)
+    return records
+
+
+def _train_side_by_side(
+    data_url: str, entries: list[MethodEntry], out_url: str, cfg: CompareConfig, device: str, workers: int
+) -> list[dict[str, Any]]:
+    """Every training as a task on the flow's task runner (queued in ``entries`` order), each method's
+    evaluation submitted when its training ends; records in ``entries`` order."""
+    log = get_run_logger()
+    threads = settings().train_threads or cpu_share(workers)
+    log.info("training up to %d methods side by side, %d CPU thread(s) each", workers, threads)
+    by_name = {e.name: e for e in entries}
+    records: dict[str, dict[str, Any]] = {}
+    trainings: dict[PrefectFuture[Any], tuple[MethodEntry, str]] = {}
+    for entry in entries:
+        try:
+            run_url = compare.run_url_for(data_url, entry)
+        except MethodError as exc:
+            records[entry.name] = compare.failed_record(entry, str(exc))
+            continue
+        fut = train_method.with_options(task_run_name=f"train-{entry.name}").submit(
+            entry.method, data_url, entry.options, run_url, device, threads
+        )
+        trainings[fut] = (entry, run_url)
+    evaluations: dict[str, PrefectFuture[Any]] = {}
+    for fut in as_completed(list(trainings)):
+        entry, run_url = trainings[fut]
+        try:
+            fut.result()
+        except Exception as exc:  # the task's own error (after its retries)
+            records[entry.name] = compare.failed_record(entry, f"training failed: {exc}", run_url)
+            log.warning("%s: training failed: %s", entry.name, exc)
+            continue
+        emit("compare methods", len(evaluations), len(entries))
+        evaluations[entry.name] = evaluate_method.submit(data_url, entry, run_url, out_url, cfg, threads)
+    for name, ev in evaluations.items():
+        try:
+            records[name] = ev.result()
+        except Exception as exc:
+            records[name] = compare.failed_record(by_name[name], f"evaluation failed: {exc}")
+        if records[name]["status"] != "ok":
+            log.warning("%s: %s", name, records[name]["error"])
+    return [records[e.name] for e in entries]
+
+
+@flow(name="compare-methods")
+def compare_methods(
+    data_url: str,
+    methods: list[MethodEntry] | None = None,
+    config: CompareConfig | None = None,
+    train: bool = True,
+    device: str = "auto",
+    report_url: str | None = None,
+    artifact_prefix: str = "voxclust-compare",
+    train_workers: int | None = None,
+) -> dict[str, Any]:
+    """Compare feature methods on the voxel store at ``data_url`` (default: every registered method).
+
+    With ``train`` each method's run (``<store>/runs/<name>-<hash>``) is trained or resumed by the
+    train-features flow; without, only finished runs are evaluated. A method that fails is reported as
+    failed and the rest of the report is produced. Artifacts use stable keys under ``artifact_prefix``.
+
+    ``train_workers`` (default: setting ``VOXCLUST_TRAIN_WORKERS``, 1) above 1 trains that many methods side
+    by side when training in-process: each run is one ``train-method`` task on this flow's task runner (give
+    it a Dask runner with that many single-threaded workers, as ``voxclust compare --train-workers`` does),
+    each with its share of the cores (``VOXCLUST_TRAIN_THREADS``), and each method is evaluated as soon as
+    its training ends.
+    """
+    log = get_run_logger()
+    cfg = config or CompareConfig()
+    entries = methods or compare.default_entries()
+    out_url = report_url or compare.new_report_url(data_url)
+    workers = train_workers or settings().train_workers
+    if train and workers > 1 and train_deployment() is None:
+        records = _train_side_by_side(data_url, entries, out_url, cfg, device, workers)
+    else:
+        records = _train_one_by_one(data_url, entries, out_url, cfg, device, train)
 
     emit("compare methods", len(entries), len(entries))
     result = publish(data_url, out_url, records, cfg)
@@ -139,3 +203,22 @@ def compare_methods(
         "best_method": rep["best_method"],
         "rows": rows,
     }
+
+
+def run_compare(
+    data_url: str,
+    entries: list[MethodEntry] | None,
+    config: CompareConfig | None = None,
+    device: str = "auto",
+    train_workers: int | None = None,
+    dask_address: str | None = None,
+) -> dict[str, Any]:
+    """Run ``compare-methods`` ad hoc, training ``train_workers`` methods side by side (default: the setting)
+    on a Dask runner (``dask_address``, else a LocalCluster of that many single-threaded workers)."""
+    workers = settings(train_workers=train_workers).train_workers
+    flow_ = compare_methods
+    if workers > 1:
+        from flows.runners import dask_runner
+
+        flow_ = compare_methods.with_options(task_runner=dask_runner(dask_address, workers))  # type: ignore[arg-type]
+    return flow_(data_url, entries, config, True, device, train_workers=workers)

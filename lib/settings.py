@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     max_attempts: int = 3  # pipeline runs per batch (a failed run is retried by the next watch)
     train_handoff: Literal["auto", "deployment", "inprocess"] = "auto"  # see flows.compare
     train_deployment: str = "train-features/train"
+    train_workers: int = 1  # trainings side by side in compare (each a Dask task); 1 trains one after another
+    train_threads: int | None = None  # CPU threads per training (default: the cores shared among train_workers)
     pipeline_deployment: str = "pipeline/pipeline"
 
     @field_validator("methods", mode="before")

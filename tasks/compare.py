@@ -9,14 +9,17 @@ from prefect.cache_policies import NO_CACHE
 
 from lib import compare
 from lib.compare import CompareConfig, MethodEntry
+from lib.threads import limit_threads
 
 
 @task(name="evaluate-method", tags=["gpu"], retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def evaluate_method(
-    data_url: str, entry: MethodEntry, run_url: str, out_url: str, config: CompareConfig
+    data_url: str, entry: MethodEntry, run_url: str, out_url: str, config: CompareConfig, threads: int | None = None
 ) -> dict[str, Any]:
-    """Embed (when stale), cluster, score and draw one method; returns its report record."""
-    return compare.evaluate_method(data_url, entry, run_url, out_url, config)
+    """Embed (when stale), cluster, score and draw one method, with at most ``threads`` CPU threads; returns
+    its report record."""
+    with limit_threads(threads):
+        return compare.evaluate_method(data_url, entry, run_url, out_url, config)
 
 
 @task(name="publish-report", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)

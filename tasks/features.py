@@ -45,3 +45,12 @@ def finish_run(run_url: str) -> dict[str, Any]:
 @task(name="embed", tags=GPU, retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def embed(run_url: str, region: Region | None, name: str | None) -> EmbeddingRef:
     return runs.Session(run_url).embed(region, name, reuse=True)
+
+
+@task(name="train-method", tags=GPU, retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def train_method(
+    method: str, data_url: str, options: dict[str, Any], run_url: str, device: str, threads: int | None
+) -> dict[str, Any]:
+    """A whole run in one task (create or resume, every epoch checkpointed, evaluate, embed every item), with
+    ``threads`` CPU threads: how ``compare-methods`` trains several methods side by side on Dask workers."""
+    return runs.train_and_embed(method, data_url, options, run_url, device, threads)

@@ -414,14 +414,20 @@ def compare(
     k: K = None,
     tsne: Annotated[bool, typer.Option(help="draw t-SNE maps")] = True,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N")] = "auto",
+    train_workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="methods trained side by side on Dask workers (default 1: one after another)"),
+    ] = None,
+    dask_address: DaskAddress = None,
     as_json: AsJson = False,
 ) -> None:
     """Train (or reuse) every method's run on the store, cluster and score each embedding, and publish the
-    comparison: Prefect artifacts and a self-contained HTML report next to the store."""
+    comparison: Prefect artifacts and a self-contained HTML report next to the store. On a CPU machine,
+    ``--train-workers`` = the core count trains fastest (each training gets one share of the cores)."""
     with _user_errors():
         entries = _compare_entries(methods, preset, options or [])
         _prefect_defaults()
-        from flows.compare import compare_methods
+        from flows.compare import run_compare
         from flows.runners import prefect_api
         from lib.compare import CompareConfig
         from lib.store import VoxelStore
@@ -429,7 +435,7 @@ def compare(
         data_url = _store_url(data_url)
         VoxelStore.open(data_url)  # a missing store fails here, before anything starts
         with prefect_api(), progress_bars(not as_json):
-            result = compare_methods(data_url, entries, CompareConfig(k=k, tsne=tsne), True, device)
+            result = run_compare(data_url, entries, CompareConfig(k=k, tsne=tsne), device, train_workers, dask_address)
         _print_report(result, as_json)
 
 

@@ -428,3 +428,15 @@ def fit(
     ref = create_run(method, data_url, options, region, run_url, device)
     s = train_run(ref)
     return s.ref, s.embed(embed)
+
+
+def train_and_embed(
+    method: str, data_url: str, options: dict[str, Any], run_url: str, device: str = "auto", threads: int | None = None
+) -> dict[str, Any]:
+    """:func:`fit` on the store's default region, embedding every item, with at most ``threads`` CPU threads;
+    returns the run and embedding references (JSON) and the held-out metrics."""
+    from lib.threads import limit_threads
+
+    with limit_threads(threads):
+        ref, emb = fit(method, data_url, options, None, run_url, device, Region(split="all"))
+    return {"run": ref.model_dump(mode="json"), "embedding": emb.model_dump(mode="json")}

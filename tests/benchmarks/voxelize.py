@@ -48,12 +48,14 @@ from tests.support import S3Server  # noqa: E402
 PCD_DIR = ROOT.parent / "shared" / "data" / "modelnet10" / "pcd"
 
 
-def upload_tree(local: Path, url: str) -> int:
+def upload_tree(local: Path, url: str, limit: int | None = None) -> int:
     from lib.storage import open_storage
 
     dest = open_storage(url)
     n = 0
     for path in sorted(local.rglob("*")):
+        if limit is not None and n >= limit:
+            break
         if path.is_file():
             dest.write_bytes(path.relative_to(local).as_posix(), path.read_bytes())
             n += 1
@@ -118,6 +120,8 @@ def main() -> None:
     ap.add_argument("--pcd", type=Path, default=PCD_DIR)
     ap.add_argument("--skip-pcd", action="store_true")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each path per regime; rates use the median")
+    ap.add_argument("--skip-cold", action="store_true", help="warm regime only")
+    ap.add_argument("--pcd-limit", type=int, default=None, help="only the first N point clouds (smoke tests)")
     args = ap.parse_args()
 
     from distributed import Client, LocalCluster
@@ -137,10 +141,10 @@ def main() -> None:
             datasets = [("mesh", mesh_url, n_meshes)]
             if not args.skip_pcd and args.pcd.is_dir():
                 pcd_url = f"s3://{bucket}/batches/mn10"
-                datasets.insert(0, ("pcd", pcd_url, upload_tree(args.pcd, pcd_url)))
+                datasets.insert(0, ("pcd", pcd_url, upload_tree(args.pcd, pcd_url, args.pcd_limit)))
             stores = f"s3://{bucket}/stores"
             for name, url, n in datasets:
-                cold = measure(
+                cold = {} if args.skip_cold else measure(
                     name, n, args.repeats,
                     {"bare": lambda s, u=url: run_bare(u, s, w), "flow": lambda s, u=url: run_flow(u, s, w)},
                     f"{stores}/cold",
@@ -164,6 +168,8 @@ def main() -> None:
                         f"{stores}/warm",
                     )
                 for regime, times, suffix in (("warm", warm, ""), ("cold", cold, "_cold")):
+                    if not times:
+                        continue
                     t_flow, t_bare = statistics.median(times["flow"]), statistics.median(times["bare"])
                     figures[f"{name}_items"] = n
                     figures[f"{name}_stored"] = stored_expected[name]
