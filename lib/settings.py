@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     train_handoff: Literal["auto", "deployment", "inprocess"] = "auto"  # see flows.compare
     train_deployment: str = "train-features/train"
     train_workers: int = 1  # trainings side by side in compare (each a Dask task); 1 trains one after another
+    mixed_precision: Literal["bf16", "off"] = "bf16"  # autocast for training on CUDA (never used on CPU)
     train_threads: int | None = None  # CPU threads per training (default: the cores shared among train_workers)
     pipeline_deployment: str = "pipeline/pipeline"
 

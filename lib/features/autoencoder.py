@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from lib.augment import AugmentConfig
 from lib.features.base import VoxelData
 from lib.features.nets import ConvDecoder, ConvEncoder
-from lib.features.torchbase import EMBED_BATCH, TorchConfig, TorchMethod, batches, cosine_lr, set_lr
+from lib.features.torchbase import EMBED_BATCH, EpochSums, TorchConfig, TorchMethod, batches, cosine_lr, set_lr
 
 
 class AutoencoderConfig(TorchConfig):
@@ -71,19 +71,20 @@ class Autoencoder(TorchMethod):
         opt = self.optimizers["model"]
         set_lr(opt, cosine_lr(c.lr, epoch, c.epochs))
         self.train_mode(True)
-        loss_sum, iou_sum, n = 0.0, 0.0, 0
+        n, sums = 0, EpochSums()
         for idx in batches(len(data), c.batch_size, rng, drop_last=True):
             x = self.views(data.grids[idx], rng)
             target = (x.squeeze(1) > 0).float()
-            logits = self.nets["decoder"](self.nets["encoder"](x))
+            with self.autocast():
+                logits = self.nets["decoder"](self.nets["encoder"](x)).float()
             loss = weighted_bce(logits, target, c.gamma)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += loss.item() * len(idx)
-            iou_sum += float(iou(logits.detach() > 0, target > 0).sum())
+            sums.add("loss", loss * len(idx))
+            sums.add("iou", iou(logits.detach() > 0, target > 0))
             n += len(idx)
-        return {"loss": loss_sum / max(n, 1), "train_iou": iou_sum / max(n, 1)}
+        return {"loss": sums.value("loss") / max(n, 1), "train_iou": sums.value("iou") / max(n, 1)}
 
     @torch.no_grad()
     def evaluate(self, data: VoxelData) -> dict[str, float]:

@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from lib.cluster import fit_pca, kmeans, l2_normalize, nmi
 from lib.features.base import MethodConfig, MethodError, VoxelData
 from lib.features.nets import ConvEncoder
-from lib.features.torchbase import TorchConfig, TorchMethod, batches, cosine_lr, set_lr
+from lib.features.torchbase import EpochSums, TorchConfig, TorchMethod, batches, cosine_lr, set_lr
 
 
 class DeepClusterConfig(TorchConfig):
@@ -138,10 +138,12 @@ class DeepCluster(TorchMethod):
         order = self.sample(rng)
         target = self.assignment.to(self.device)
         self.train_mode(True)
-        loss_sum, correct, n = 0.0, 0, 0
+        n, sums = 0, EpochSums()
         for idx in batches(len(order), c.batch_size, drop_last=True):
             rows = order[idx]
-            logits = self.nets["head"](self.nets["backbone"](self.views(data.grids[rows], rng)))
+            x = self.views(data.grids[rows], rng)
+            with self.autocast():
+                logits = self.nets["head"](self.nets["backbone"](x)).float()
             y = target[rows]
             loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
@@ -149,10 +151,10 @@ class DeepCluster(TorchMethod):
             loss.backward()
             opt.step()
             head_opt.step()
-            loss_sum += loss.item() * len(rows)
-            correct += int((logits.argmax(1) == y).sum())
+            sums.add("loss", loss * len(rows))
+            sums.add("correct", logits.argmax(1) == y)
             n += len(rows)
-        return {"loss": loss_sum / max(n, 1), "pseudo_accuracy": correct / max(n, 1)}
+        return {"loss": sums.value("loss") / max(n, 1), "pseudo_accuracy": sums.value("correct") / max(n, 1)}
 
     def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.nets["backbone"](x)

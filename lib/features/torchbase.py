@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Literal
 
 import numpy as np
@@ -58,6 +59,30 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+class EpochSums:
+    """Running sums over an epoch's steps, kept as device tensors (float64): reading a number off a CUDA
+    tensor every step (``loss.item()``) would wait for the GPU each time. ``value`` reads once, at the end."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, torch.Tensor] = {}
+
+    def add(self, name: str, value: torch.Tensor) -> None:
+        v = value.detach().double().sum()
+        self._sums[name] = self._sums[name] + v if name in self._sums else v
+
+    def value(self, name: str) -> float:
+        return float(self._sums[name]) if name in self._sums else 0.0
+
+
+def mixed_precision(device: str) -> bool:
+    """bf16 autocast for training on CUDA unless the ``mixed_precision`` setting is ``off``; never on CPU."""
+    if not device.startswith("cuda"):
+        return False
+    from lib.settings import settings
+
+    return settings().mixed_precision == "bf16"
+
+
 class TorchConfig(MethodConfig):
     epochs: int = Field(10, ge=0, description="training epochs")
     batch_size: int = Field(32, ge=2, description="items per training batch")
@@ -74,6 +99,7 @@ class TorchMethod(FeatureMethod):
     def __init__(self, config: MethodConfig, info: DataInfo, device: str = "cpu") -> None:
         super().__init__(config, info, device)
         seed_everything(self.config.seed)
+        self.amp = mixed_precision(device)
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.build()
@@ -95,6 +121,11 @@ class TorchMethod(FeatureMethod):
 
     def input(self, grids: np.ndarray) -> torch.Tensor:
         return to_input(grids, self.device)
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        """Where training runs the networks' forward pass: bf16 autocast on CUDA (see
+        :func:`mixed_precision`), else nothing. Losses are computed on ``.float()`` outputs outside it."""
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
 
     def views(self, grids: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         return self.input(augment_batch(grids, rng, self.config.augment))
@@ -188,21 +219,25 @@ class ClassifierMethod(TorchMethod):
         self.check_batch(len(train), 2)
         set_lr(opt, cosine_lr(c.lr, epoch, c.epochs))
         model.train()
-        total, correct, loss_sum = 0, 0, 0.0
+        total, sums = 0, EpochSums()
         labels = torch.from_numpy(data.labels).to(self.device)
         for idx in batches(len(train), c.batch_size, rng, drop_last=True):
             rows = train[idx]
             x = self.views(data.grids[rows], rng)
             y = labels[rows]
-            logits = model(x)
+            with self.autocast():
+                logits = model(x).float()
             loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += loss.item() * len(rows)
-            correct += int((logits.argmax(1) == y).sum())
+            sums.add("loss", loss * len(rows))
+            sums.add("correct", logits.argmax(1) == y)
             total += len(rows)
-        out: dict[str, Any] = {"loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1)}
+        out: dict[str, Any] = {
+            "loss": sums.value("loss") / max(total, 1),
+            "train_accuracy": sums.value("correct") / max(total, 1),
+        }
         if len(val):
             out["val_accuracy"] = self.accuracy(data.subset(val), votes=1)
         return out

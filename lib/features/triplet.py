@@ -22,7 +22,7 @@ from pytorch_metric_learning import losses, miners
 
 from lib.features.base import VoxelData
 from lib.features.metric import MetricConfig, MetricMethod
-from lib.features.torchbase import cosine_lr, set_lr
+from lib.features.torchbase import EpochSums, cosine_lr, set_lr
 
 
 class TripletConfig(MetricConfig):
@@ -49,18 +49,19 @@ class Triplet(MetricMethod):
         set_lr(opt, cosine_lr(c.lr, epoch, c.epochs))
         self.train_mode(True)
         mined: list[int] = []
-        loss_sum = 0.0
+        sums = EpochSums()
         for x, labels in self.pk_batches(data, rng):
-            emb = self.nets["model"](x)
+            with self.autocast():
+                emb = self.nets["model"](x).float()
             triplets = self.miner(emb, labels)
             loss = self.loss(emb, labels, triplets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             mined.append(len(triplets[0]))
-            loss_sum += loss.item()
+            sums.add("loss", loss)
         return {
-            "loss": loss_sum / max(len(mined), 1),
+            "loss": sums.value("loss") / max(len(mined), 1),
             "triplets_mean": float(np.mean(mined)) if mined else 0.0,
             "triplets_min": int(min(mined)) if mined else 0,
             "batches": len(mined),

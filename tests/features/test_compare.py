@@ -8,6 +8,7 @@ import asyncio
 import base64
 import csv
 import io
+import json
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -267,3 +268,60 @@ def test_compare_on_a_store_with_nothing_stored_reports_every_method_failed(pref
     assert result["best_method"] is None
     html = open_storage(result["report_url"]).read_bytes("report.html").decode()
     assert "training failed" in html
+
+
+def test_side_by_side_training_on_dask_workers(prefect_api: str, tmp_path: Path) -> None:
+    """--train-workers 2: each method trains as one task on a 2-worker LocalCluster, the two trainings run at
+    the same time, each is evaluated when it ends, and a method that fails leaves the others' rows intact."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.compare import compare_methods
+    from flows.runners import dask_runner
+    from lib.features.runs import Session
+
+    store = str(tmp_path / "store")
+    import_npz(write_npz(tmp_path / "t.npz", n_per_class=24), store, classes=["box", "ball", "rod"])
+    slow = {**TINY_DC, "epochs": 6}
+    entries = [
+        MethodEntry(name="dc", method="deepcluster", options=slow),
+        MethodEntry(name="dc_b", method="deepcluster", options={**slow, "seed": 1}),
+        MethodEntry(name="too_many_k", method="deepcluster", options={**TINY_DC, "k": 500}),
+        MethodEntry(name="raw", method="raw"),
+    ]
+    flow = compare_methods.with_options(task_runner=dask_runner(None, 2))  # type: ignore[arg-type]
+    state = flow(store, entries, FAST, True, "cpu", train_workers=2, return_state=True)  # type: ignore[call-overload]
+    result = state.result()
+    assert [r["name"] for r in result["rows"]] == ["dc", "dc_b", "too_many_k", "raw"]
+    assert [r["status"] for r in result["rows"]] == ["ok", "ok", "failed", "ok"]
+    assert "training failed" in result["rows"][2]["error"] and "k=500" in result["rows"][2]["error"]
+    for r in result["rows"]:
+        if r["status"] == "ok":
+            assert 0.0 <= r["nmi"] <= 1.0
+    assert Session(run_url_for(store, entries[0])).ckpt["epochs_done"] == 6
+
+    async def read() -> list[Any]:
+        async with get_client() as client:
+            flt = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            return await client.read_task_runs(flow_run_filter=flt)
+
+    runs = {r.name: r for r in asyncio.run(read())}
+    assert {"train-dc", "train-dc_b", "train-raw"} <= set(runs)
+    assert sum(n.startswith("evaluate-method") for n in runs) == 3
+    a, b = runs["train-dc"], runs["train-dc_b"]
+    assert a.start_time and b.start_time and a.end_time and b.end_time
+    assert a.start_time < b.end_time and b.start_time < a.end_time, "the two trainings did not overlap"
+
+
+def test_cli_compare_train_workers(runner_env: dict[str, str], tiny_store: str, tmp_path: Path) -> None:
+    env = {**runner_env, "COLUMNS": "200"}
+    res = CliRunner().invoke(
+        app,
+        ["compare", "--data", tiny_store, "--methods", "raw,deepcluster", "--train-workers", "2", "--no-tsne"]
+        + [f"--set=deepcluster.{k}={v}" for k, v in TINY_DC.items()]
+        + ["--json"],
+        env=env,
+    )
+    assert res.exit_code == 0, res.output
+    rows = {r["name"]: r for r in json.loads(res.stdout)["rows"]}
+    assert rows["raw"]["status"] == rows["deepcluster"]["status"] == "ok"

@@ -473,3 +473,75 @@ def test_views_keep_the_z_profile_unless_vertical_flip() -> None:
         assert p[:10].sum() == p.sum() and p[10:].sum() == 0
     kinds = [kind(augment(g, rng, default_exact.model_copy(update={"vertical_flip": True}))) for _ in range(60)]
     assert set(kinds) == {"upright", "flipped"} and 15 < kinds.count("flipped") < 45
+
+
+# -- CUDA paths: mixed precision and per-epoch sums (exercised on CPU; the last test needs a GPU) ----------------
+def test_epoch_sums_match_python_sums() -> None:
+    from lib.features.torchbase import EpochSums
+
+    sums = EpochSums()
+    values = [0.25, 1.5, 3.0]
+    for v in values:
+        sums.add("loss", torch.tensor(v, dtype=torch.float32))
+        sums.add("hits", torch.tensor([True, False, True]))
+    assert sums.value("loss") == pytest.approx(sum(values))
+    assert sums.value("hits") == 6.0 and sums.value("never") == 0.0
+
+
+def test_mixed_precision_only_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lib.features.torchbase import mixed_precision
+
+    assert not mixed_precision("cpu")
+    assert mixed_precision("cuda") and mixed_precision("cuda:1")
+    monkeypatch.setenv("VOXCLUST_MIXED_PRECISION", "off")
+    assert not mixed_precision("cuda")
+    cfg = DeepClusterConfig(epochs=1, k=3, width=4, feature_dim=8, batch_size=8)
+    m = DeepCluster(cfg, DataInfo(16, 12, 3), "cpu")
+    assert not m.amp
+    with m.autocast():  # a no-op context on CPU
+        assert not torch.is_autocast_enabled()
+
+
+@pytest.mark.parametrize("method", ["voxnet", "autoencoder", "deepcluster", "triplet", "softtriple"])
+def test_autocast_path_runs_and_changes_nothing_on_cpu(method: str) -> None:
+    """The CUDA training path (forward under torch.autocast("cuda"), losses on float32 outputs) runs on CPU,
+    where CUDA autocast leaves CPU tensors alone: the same epoch gives the same numbers as without it."""
+    import warnings
+
+    from lib.features.registry import get_method
+    from lib.features.runs import make_config
+
+    x, y = shapes(8, 0)
+    data = VoxelData(x, y, np.arange(len(x)))
+    opts = {"epochs": 1, "batch_size": 8, "width": 4}
+    if method == "deepcluster":
+        opts |= {"k": 4, "feature_dim": 8}
+    if method in ("triplet", "softtriple"):
+        opts = {"epochs": 1, "width": 4, "hidden": 16, "shapes_per_batch": 4}
+    if method == "voxnet":
+        opts = {"epochs": 1, "batch_size": 8, "fc": 8}
+    logged = []
+    for amp in (False, True):
+        m = get_method(method)(make_config(method, opts), DataInfo(16, len(data), 3), "cpu")
+        m.amp = amp
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "CUDA is not available. Disabling" from torch.autocast
+            if m.has_prepare:
+                m.prepare_epoch(data, 0, np.random.default_rng(0))
+            logged.append(m.train_epoch(data, 0, np.random.default_rng(1)))
+    assert logged[0] == logged[1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_cuda_with_bf16() -> None:
+    x, y = shapes(16, 0)
+    data = VoxelData(x, y, np.arange(len(x)))
+    cfg = DeepClusterConfig(epochs=2, k=4, width=4, feature_dim=8, batch_size=8)
+    m = DeepCluster(cfg, DataInfo(16, len(data), 3), "cuda")
+    assert m.amp
+    for epoch in range(2):
+        m.prepare_epoch(data, epoch, np.random.default_rng(epoch))
+        out = m.train_epoch(data, epoch, np.random.default_rng(epoch))
+        assert np.isfinite(out["loss"])
+    emb = m.embed(x)
+    assert emb.shape == (len(x), 8) and np.isfinite(emb).all()
