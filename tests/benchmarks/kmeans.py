@@ -43,14 +43,13 @@ DATA = ROOT.parent / "shared" / "data" / "modelnet10" / "voxels32.npz"
 
 def test_embeddings(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     from lib.features.base import DataInfo
-    from lib.features.registry import get_method
-    from lib.features.runs import make_config
+    from lib.features.deepcluster import DeepCluster, DeepClusterConfig
 
     z = np.load(path)
     x, y = z["X_test"].astype(bool), z["y_test"].astype(np.int64)
     keep = x.reshape(len(x), -1).any(axis=1)
     x, y = x[keep], y[keep]
-    dc = get_method("deepcluster")(make_config("deepcluster", {"epochs": 0}), DataInfo(32, len(x), 10), "cpu")
+    dc = DeepCluster(DeepClusterConfig(epochs=0), DataInfo(32, len(x), 10), "cpu")
     return {"raw": x.reshape(len(x), -1).astype(np.float32), "random_cnn": dc.embed(x)}, y
 
 

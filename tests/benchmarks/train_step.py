@@ -62,6 +62,11 @@ def quality_options(method: str) -> dict[str, Any]:
     return dict(next(e.options for e in PRESETS["quality"] if e.name == method))
 
 
+def config_for(method: str, options: dict[str, Any]) -> Any:
+    """The method's validated config (as ``lib.features.runs.make_config``, which needs the store code)."""
+    return get_method(method).config_cls(**{**options, "epochs": 100})
+
+
 def load_data(path: Path, items: int) -> VoxelData:
     z = np.load(path)
     x, y = z["X_train"], z["y_train"].astype(np.int64)
@@ -158,9 +163,7 @@ class MethodLoop:
     """The method's own ``train_epoch`` on in-memory data (no store, no checkpoint)."""
 
     def __init__(self, method: str, options: dict[str, Any], data: VoxelData, device: str) -> None:
-        from lib.features.runs import make_config
-
-        cfg = make_config(method, {**options, "epochs": 100})
+        cfg = config_for(method, options)
         info = DataInfo(data.resolution, len(data), int(data.labels.max()) + 1)
         self.m = get_method(method)(cfg, info, device)
         self.data, self.epoch, self.device = data, 0, device
@@ -181,14 +184,12 @@ class MethodLoop:
 
 
 def bench_method(name: str, data: VoxelData, device: str, loop: str, repeats: int, work: Path) -> dict[str, Any]:
-    from lib.features.runs import make_config
-
     options = quality_options(name)
     project: Any = (
         EngineLoop(name, options, data, device, work) if loop == "engine" else MethodLoop(name, options, data, device)
     )
     # The bare loop's own instance of the same method: same networks, optimiser settings, loss objects.
-    cfg = make_config(name, {**options, "epochs": 100})
+    cfg = config_for(name, options)
     bare = get_method(name)(cfg, DataInfo(data.resolution, len(data), int(data.labels.max()) + 1), device)
     pseudo = None
     if name == "deepcluster":
