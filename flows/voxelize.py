@@ -57,11 +57,13 @@ def voxelize_batch(
         groups, unmapped(plan.source), unmapped(store_url), unmapped(plan.voxel), unmapped(limits)
     )
     done = stored = failed = 0
+    busy = 0.0
     for fut in as_completed(futures):
         for chunk in fut.result():
             done += chunk.stored + chunk.failed
             stored += chunk.stored
             failed += chunk.failed
+            busy += chunk.seconds
         update_progress_artifact(progress, 100.0 * done / max(todo, 1))
         emit(f"voxelize {plan.batch}", done, todo)
         log.info("voxelized %d/%d items (%d stored, %d failed)", done, todo, stored, failed)
@@ -73,6 +75,7 @@ def voxelize_batch(
         "processed": done,
         "stored": stored,
         "failed": failed,
+        "chunk_seconds": round(busy, 2),  # time spent inside chunks, summed over workers
         "store": summary,
     }
     create_table_artifact(

@@ -44,10 +44,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from lib.augment import augment_batch  # noqa: E402
 from lib.features.base import DataInfo, VoxelData  # noqa: E402
 from lib.features.registry import get_method  # noqa: E402
-from lib.features.torchbase import to_input  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "modelnet10" / "voxels32.npz"
 METHODS = ["voxnet", "vrn", "autoencoder", "deepcluster", "triplet", "softtriple"]
@@ -77,7 +75,8 @@ def load_data(path: Path, items: int) -> VoxelData:
 
 # -- the bare loops ------------------------------------------------------------------------------------------------
 def bare_epoch(m: Any, data: VoxelData, rng: np.random.Generator, labels: np.ndarray | None = None) -> int:
-    """One pass of a plain PyTorch loop over ``m``'s networks; returns the samples it trained on."""
+    """One pass of a plain PyTorch loop over ``m``'s networks (inputs made by ``m.views``: the same
+    augmentation and input scaling); returns the samples it trained on."""
     c, dev = m.config, m.device
     name = m.name
     n = len(data)
@@ -87,12 +86,15 @@ def bare_epoch(m: Any, data: VoxelData, rng: np.random.Generator, labels: np.nda
     if name in ("voxnet", "vrn", "autoencoder", "deepcluster"):
         bs = c.batch_size
         y_all = torch.from_numpy(labels if labels is not None else data.labels).to(dev)
-        order = rng.permutation(n)
+        # Classifiers train on their stratified training part (the rest is their validation split).
+        part = m.split(data)[0] if name in ("voxnet", "vrn") else np.arange(n)
+        order = part[rng.permutation(len(part))]
+        n = len(part)
         opt = m.optimizers["model" if name != "deepcluster" else "backbone"]
         head_opt = torch.optim.SGD(m.nets["head"].parameters(), lr=c.lr) if name == "deepcluster" else None
         for i in range(0, n - n % bs, bs):
             idx = order[i : i + bs]
-            x = to_input(augment_batch(data.grids[idx], rng, c.augment), dev)
+            x = m.views(data.grids[idx], rng)
             if name == "autoencoder":
                 from lib.features.autoencoder import weighted_bce
 
@@ -115,7 +117,7 @@ def bare_epoch(m: Any, data: VoxelData, rng: np.random.Generator, labels: np.nda
         order = rng.permutation(n)
         for i in range(0, n - n % p, p):
             idx = order[i : i + p]
-            x = to_input(augment_batch(np.repeat(data.grids[idx], k, axis=0), rng, c.augment), dev)
+            x = m.views(np.repeat(data.grids[idx], k, axis=0), rng)
             y = torch.from_numpy(np.repeat(idx, k)).to(dev)
             emb = m.nets["model"](x)
             loss = m.loss(emb, y, m.miner(emb, y)) if name == "triplet" else m.loss(emb, y)
@@ -210,13 +212,12 @@ def bench_method(name: str, data: VoxelData, device: str, loop: str, repeats: in
                     prep.append(p)
             else:
                 t0 = time.perf_counter()
-                bare_epoch(bare, data, rng, pseudo)
+                samples = bare_epoch(bare, data, rng, pseudo)
                 if rep:
                     t_bare.append(time.perf_counter() - t0)
-    # Both sides train on the whole batches of one epoch: n - n % batch samples (P shapes per step for the
-    # metric methods, whose K views per shape are not counted).
-    per = cfg.shapes_per_batch if name in ("triplet", "softtriple") else cfg.batch_size  # type: ignore[attr-defined]
-    samples = len(data) - len(data) % per
+    # Both sides train on the same whole batches per epoch (``samples``: the classifiers' training part, P
+    # shapes per step for the metric methods, whose K views per shape are not counted). The project's epoch
+    # also does what a bare loop skips (the classifiers' validation pass, logged sums, the checkpoint).
     sp, sb = samples / statistics.median(t_project), samples / statistics.median(t_bare)
     out = {
         "project_samples_per_s": round(sp, 2),

@@ -68,8 +68,9 @@ def run_flow(batch_url: str, store_url: str, workers: int, address: str | None =
     return run_voxelize(address, workers, batch_url=batch_url, store_url=store_url)
 
 
-def _bare_group(jobs: list[Any], batch_url: str, store_url: str, voxel: Any) -> int:
-    return sum(process_chunk(j, batch_url, store_url, voxel, ReadLimits()).stored for j in jobs)
+def _bare_group(jobs: list[Any], batch_url: str, store_url: str, voxel: Any) -> tuple[int, float]:
+    done = [process_chunk(j, batch_url, store_url, voxel, ReadLimits()) for j in jobs]
+    return sum(c.stored for c in done), sum(c.seconds for c in done)
 
 
 def _warm_up() -> None:
@@ -85,18 +86,19 @@ def run_bare(batch_url: str, store_url: str, workers: int, pool: Executor | None
     pool = pool or ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
     try:
         futures = [pool.submit(_bare_group, g, plan.source, store_url, plan.voxel) for g in groups]
-        stored = sum(f.result() for f in futures)
+        results = [f.result() for f in futures]
     finally:
         if own:
             pool.shutdown()
     VoxelStore.open(store_url).finalize()
-    return {"items": plan.total, "stored": stored}
+    return {"items": plan.total, "stored": sum(r[0] for r in results), "chunk_seconds": sum(r[1] for r in results)}
 
 
 def measure(
     name: str, n: int, repeats: int, paths: dict[str, Callable[[str], dict[str, Any]]], stores: str
 ) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {p: [] for p in paths}
+    busy = chunk_seconds.setdefault(name, {p: [] for p in paths})
     for rep in range(repeats):
         order = list(paths) if rep % 2 == 0 else list(reversed(paths))
         for path in order:
@@ -104,6 +106,7 @@ def measure(
             res = paths[path](f"{stores}/{name}-{path}-{rep}")
             t = time.perf_counter() - t0
             times[path].append(t)
+            busy.setdefault(path, []).append(round(res["chunk_seconds"], 2))
             if res["stored"] != stored_expected.setdefault(name, res["stored"]):
                 raise SystemExit(f"{name} {path}: stored {res['stored']}, other runs {stored_expected[name]}")
             print(f"{name} {path} run {rep}: {n} items, {res['stored']} stored, {t:.1f} s", file=sys.stderr)
@@ -111,6 +114,7 @@ def measure(
 
 
 stored_expected: dict[str, int] = {}
+chunk_seconds: dict[str, dict[str, list[float]]] = {}  # per dataset and path: seconds inside chunks, per run
 
 
 def main() -> None:
@@ -184,6 +188,7 @@ def main() -> None:
             if f"{name}_flow_items_per_s{suffix}" in figures:
                 ratio = figures[f"{name}_flow_items_per_s{suffix}"] / figures[f"{name}_bare_items_per_s{suffix}"]
                 figures[key + suffix] = round(ratio, 3)
+    figures["chunk_seconds"] = chunk_seconds
     print(json.dumps(figures))
 
 
