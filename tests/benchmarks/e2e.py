@@ -76,6 +76,25 @@ def small_npz(path: Path, out: Path, per_class: int) -> Path:
     return out
 
 
+def task_schedule() -> dict[str, list[float]]:
+    """Start and end of every task run of the comparison, in seconds after the first task started (from
+    the Prefect API): which trainings ran side by side, and how long each evaluation took."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def read() -> list[Any]:
+        async with get_client() as client:
+            return await client.read_task_runs(limit=200)
+
+    runs = [r for r in asyncio.run(read()) if r.start_time and r.end_time]
+    t0 = min(r.start_time for r in runs)
+    return {
+        r.name: [round((r.start_time - t0).total_seconds(), 1), round((r.end_time - t0).total_seconds(), 1)]
+        for r in sorted(runs, key=lambda r: r.start_time)
+    }
+
+
 def run(data: Path, train_workers: int, quick: bool = False) -> dict[str, Any]:
     from flows.compare import run_compare
     from flows.runners import prefect_api
@@ -96,6 +115,7 @@ def run(data: Path, train_workers: int, quick: bool = False) -> dict[str, Any]:
             print(f"imported {imported} in {t1 - t0:.1f} s", file=sys.stderr, flush=True)
             result = run_compare(store, rows, CompareConfig(), "cpu", train_workers)
             t2 = time.perf_counter()
+            schedule = task_schedule()
     finally:
         server.stop()
     methods: dict[str, Any] = {}
@@ -111,6 +131,7 @@ def run(data: Path, train_workers: int, quick: bool = False) -> dict[str, Any]:
         "e2e_train_workers": train_workers,
         "e2e_budget": {e.name: e.options for e in rows},
         "e2e_rows": methods,
+        "e2e_schedule": schedule,
     }
 
 
