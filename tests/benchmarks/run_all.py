@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -78,7 +79,24 @@ def main() -> None:
     ap.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, from: {', '.join(STAGES)}")
     ap.add_argument("--out", type=Path, default=None, help="folder for each stage's log and JSON")
     ap.add_argument("--quick", action="store_true", help="small sizes: checks the wiring, measures nothing")
+    ap.add_argument(
+        "--args",
+        action="append",
+        default=[],
+        metavar="STAGE=ARGS",
+        help="replace a stage's arguments, e.g. scaling='--runs 1000:1,1000:2'",
+    )
+    ap.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="STAGE=FILE",
+        help="take a stage's figures from the JSON it printed in an earlier run instead of running it (the "
+        "final line marks it with reused_from)",
+    )
     args = ap.parse_args()
+    override = {k: shlex.split(v) for k, _, v in (a.partition("=") for a in args.args)}
+    reuse = {k: Path(v) for k, _, v in (a.partition("=") for a in args.reuse)}
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -88,8 +106,14 @@ def main() -> None:
     figures: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "quick": args.quick}
     started = time.perf_counter()
     for name in stages:
+        if name in reuse:
+            result = json.loads(reuse[name].read_text().strip().splitlines()[-1])
+            result["reused_from"] = str(reuse[name])
+            print(f"== {name}: reused {reuse[name]}", file=sys.stderr, flush=True)
+            figures[name] = result
+            continue
         script, normal, quick = STAGES[name]
-        cmd = [sys.executable, str(HERE / script), *(quick if args.quick else normal)]
+        cmd = [sys.executable, str(HERE / script), *override.get(name, quick if args.quick else normal)]
         print(f"== {name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
         t = time.perf_counter()
         with open(out_dir / f"{name}.log", "w") as log:
