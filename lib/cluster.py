@@ -105,7 +105,6 @@ Choices:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -163,7 +162,8 @@ _MAX_SEED = 2**31 - 1
 # Below this many distance terms per iteration (rows x k x dims) k-means runs on one thread: an iteration is
 # then tens of microseconds of work, and OpenMP's fork/join per iteration costs more than it saves (measured
 # on 2 cores, 901 x 64, k = 10: 1.8 ms per run on 1 thread, 275 ms on 2 threads while the other core is
-# busy).
+# busy). Running the restarts side by side in Python threads instead was slower still: starting the threads
+# cost more than the runs (15 ms against 4.8 ms for 5 restarts).
 SMALL_KMEANS_TERMS = 20_000_000
 
 
@@ -405,11 +405,10 @@ def _assign(x: F32, centroids: F32) -> tuple[I64, float]:
 
 
 def _restarts(
-    xf: F32, k: int, seed: int, restarts: int, params: dict[str, Any], init: str, parallel: int = 1
+    xf: F32, k: int, seed: int, restarts: int, params: dict[str, Any], init: str
 ) -> tuple[tuple[float, int, F32, I64, int], list[float]]:
-    """Seeded faiss runs ``seed .. seed + restarts - 1``, ``parallel`` at a time: the best (inertia, seed,
-    centroids, labels, iterations) by exact inertia, and every run's inertia. Each run depends only on its
-    seed, so the result does not depend on ``parallel``."""
+    """Seeded faiss runs ``seed .. seed + restarts - 1``: the best (inertia, seed, centroids, labels,
+    iterations) by exact inertia, and every run's inertia."""
     d = xf.shape[1]
 
     def one(run_seed: int) -> tuple[float, int, F32, I64, int]:
@@ -429,12 +428,7 @@ def _restarts(
         labels, inertia = _assign(xf, centroids)
         return inertia, run_seed, centroids, labels, len(km.iteration_stats or [])
 
-    seeds = range(seed, seed + restarts)
-    if parallel > 1 and restarts > 1:  # faiss releases the GIL while it trains
-        with ThreadPoolExecutor(min(parallel, restarts)) as pool:
-            runs = list(pool.map(one, seeds))
-    else:
-        runs = [one(s) for s in seeds]
+    runs = [one(s) for s in range(seed, seed + restarts)]
     best = min(runs, key=lambda run: run[0])  # the first (lowest seed) of equal inertias
     return best, [run[0] for run in runs]
 
@@ -492,13 +486,12 @@ def kmeans(
     }
     if use_gpu:
         params["gpu"] = True  # faiss.Kmeans then trains with an IndexFlat copied to all visible GPUs
-    # Small problems: one thread per run, the restarts side by side on the cores instead.
     small = not use_gpu and n * k * d < SMALL_KMEANS_TERMS
     threads = faiss.omp_get_max_threads()
     if small:
         faiss.omp_set_num_threads(1)
     try:
-        best, inertias = _restarts(xf, k, seed, restarts, params, init, threads if small else 1)
+        best, inertias = _restarts(xf, k, seed, restarts, params, init)
     finally:
         if small:
             faiss.omp_set_num_threads(threads)
