@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ FORMAT = "voxclust-store/1"
 MANIFEST = "manifest.json"
 COMMITS = "_commits"
 LOCK = "store"
+COMMIT_IO_THREADS = 16  # concurrent requests when merging commit records
 
 PENDING, STORED, FAILED = "pending", "stored", "failed"
 CLAIMS = "inbox-claims"  # lib.inbox's claims: may precede the store's creation
@@ -291,8 +293,12 @@ class VoxelStore:
             return 0
         row_index = {rec["row"]: i for i, rec in enumerate(m.items)}
         changed = 0
-        for key in records:
-            for res in self.storage.read_json(key)["results"]:
+        # One small object per chunk: read (and later delete) them concurrently, not one round trip each
+        # after the other (3,125 records for a 100k-item batch).
+        with ThreadPoolExecutor(COMMIT_IO_THREADS) as pool:
+            contents = list(pool.map(self.storage.read_json, records))
+        for content in contents:
+            for res in content["results"]:
                 i = row_index.get(res["row"])
                 if i is None:
                     continue
@@ -301,8 +307,8 @@ class VoxelStore:
                     changed += 1
                 rec["status"], rec["reason"] = res["status"], res["reason"]
         self._write_manifest(m)
-        for key in records:
-            self.storage.delete(key)
+        with ThreadPoolExecutor(COMMIT_IO_THREADS) as pool:
+            list(pool.map(self.storage.delete, records))
         return changed
 
     # -- reading -------------------------------------------------------------------------------------------
