@@ -44,7 +44,7 @@ FORMAT = "voxclust-store/1"
 MANIFEST = "manifest.json"
 COMMITS = "_commits"
 LOCK = "store"
-COMMIT_IO_THREADS = 16  # concurrent requests when merging commit records
+COMMIT_IO_THREADS = 10  # concurrent requests when merging commit records (botocore keeps 10 connections)
 
 PENDING, STORED, FAILED = "pending", "stored", "failed"
 CLAIMS = "inbox-claims"  # lib.inbox's claims: may precede the store's creation
