@@ -434,7 +434,7 @@ def train_and_embed(
     method: str, data_url: str, options: dict[str, Any], run_url: str, device: str = "auto", threads: int | None = None
 ) -> dict[str, Any]:
     """:func:`fit` on the store's default region, embedding every item, with at most ``threads`` CPU threads;
-    returns the run and embedding references (JSON) and the held-out metrics."""
+    returns the run and embedding references (JSON)."""
     from lib.threads import limit_threads
 
     with limit_threads(threads):
