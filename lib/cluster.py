@@ -410,8 +410,9 @@ def _restarts(
     """Seeded faiss runs ``seed .. seed + restarts - 1``: the best (inertia, seed, centroids, labels,
     iterations) by exact inertia, and every run's inertia."""
     d = xf.shape[1]
-
-    def one(run_seed: int) -> tuple[float, int, F32, I64, int]:
+    best: tuple[float, int, F32, I64, int] | None = None
+    inertias: list[float] = []
+    for run_seed in range(seed, seed + restarts):
         run_params = dict(params, seed=run_seed)
         init_centroids: F32 | None = None
         if init == "kmeans++":
@@ -426,11 +427,11 @@ def _restarts(
             raise ClusterError("faiss k-means produced no centroids")
         centroids = np.ascontiguousarray(km.centroids, dtype=np.float32).reshape(k, d)
         labels, inertia = _assign(xf, centroids)
-        return inertia, run_seed, centroids, labels, len(km.iteration_stats or [])
-
-    runs = [one(s) for s in range(seed, seed + restarts)]
-    best = min(runs, key=lambda run: run[0])  # the first (lowest seed) of equal inertias
-    return best, [run[0] for run in runs]
+        inertias.append(inertia)
+        if best is None or inertia < best[0]:
+            best = (inertia, run_seed, centroids, labels, len(km.iteration_stats or []))
+    assert best is not None
+    return best, inertias
 
 
 def kmeans(
