@@ -18,8 +18,11 @@ serialises store metadata updates (:meth:`Storage.lock`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import posixpath
+import re
 import socket
 import stat
 import tempfile
@@ -75,6 +78,17 @@ class S3Settings(BaseSettings):
         return self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
+TMP_SUFFIX = ".voxclust-tmp"
+# Names of in-flight writes that a listing must never report: ours (``.<name>.<random>.voxclust-tmp``; older
+# releases wrote ``.<name>.<8 random>.tmp``) and zarr LocalStore's (``<stem>.<uuid4 hex>.partial``).
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]+\.voxclust-tmp$|^\..+\.[a-z0-9_]{8}\.tmp$|\.[0-9a-f]{32}\.partial$")
+
+
+def is_temporary(name: str) -> bool:
+    """True for the name (last path part) of a temporary file that a write in progress uses."""
+    return bool(_TEMP_NAME.search(name))
+
+
 def _join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
 
@@ -86,7 +100,11 @@ class Storage(ABC):
 
     @abstractmethod
     def list(self, prefix: str = "") -> list[ObjectInfo]:
-        """All objects under ``prefix`` (recursive), sorted by key."""
+        """All objects under ``prefix`` (recursive), sorted by key.
+
+        Safe while other writers work under the same prefix: an object that vanishes during the listing is
+        left out, one that appears may or may not be in it, and temporary files of writes in progress never
+        are (:func:`is_temporary`)."""
 
     @abstractmethod
     def read_bytes(self, key: str) -> bytes: ...
@@ -152,12 +170,17 @@ class Storage(ABC):
             if self.write_if_absent(key, json.dumps(token).encode()):
                 break
             try:
-                held = self.read_json(key)
+                raw = self.read_bytes(key)
+                held = json.loads(raw)
                 stale = float(held.get("expires", 0)) < time.time()
-            except (FileNotFoundError, KeyError, ValueError):
+            except (FileNotFoundError, KeyError, ValueError, TypeError, AttributeError):
                 stale = False  # vanished or half-visible: just retry
             if stale:
-                self.delete(key)
+                # Of several waiters that see the same stale lock, only the one that creates its breaker
+                # deletes it; otherwise a late waiter could delete the lock a faster one has just taken.
+                breaker = f"_locks/{name}.broken-{hashlib.sha256(raw).hexdigest()[:16]}"
+                if self.write_if_absent(breaker, json.dumps(token).encode()):
+                    self.delete(key)
                 continue
             if time.monotonic() > deadline:
                 raise LockTimeout(f"{self.url}: could not take lock {name!r} within {timeout_s:.0f} s")
@@ -193,10 +216,17 @@ class LocalStorage(Storage):
         if not base.exists():
             return []
         out: list[ObjectInfo] = []
+        # os.walk skips folders that vanish under it (onerror=None); a file can vanish between the walk
+        # naming it and the lstat (another writer's temporary file renamed or removed): it is not listed.
         for dirpath, _dirs, files in os.walk(base, followlinks=False):
             for name in files:
+                if is_temporary(name):
+                    continue
                 path = Path(dirpath) / name
-                st = path.lstat()
+                try:
+                    st = path.lstat()
+                except FileNotFoundError:
+                    continue
                 if not stat.S_ISREG(st.st_mode):
                     continue  # a link can point outside the root: never follow it; a FIFO would block a read
                 rel = path.relative_to(self.root).as_posix()
@@ -214,7 +244,7 @@ class LocalStorage(Storage):
         """``data`` written to a temporary file beside ``key``'s path (removed afterwards unless moved)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -314,7 +344,7 @@ class S3Storage(Storage):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
                 for obj in page.get("Contents", []):
                     rel = obj["Key"][len(self.prefix) + 1 :] if self.prefix else obj["Key"]
-                    if rel and not rel.endswith("/"):
+                    if rel and not rel.endswith("/") and not is_temporary(posixpath.basename(rel)):
                         out.append(ObjectInfo(rel, int(obj["Size"]), obj["LastModified"].timestamp()))
         except Exception as exc:  # botocore raises many types; all mean "cannot list"
             raise self._err(exc, "cannot list objects") from exc

@@ -93,6 +93,113 @@ class StorageContract:
         with storage.lock("dead", timeout_s=5):
             assert storage.read_json("_locks/dead.lock")["owner"] != "gone"
 
+    def test_stale_lock_is_broken_by_one_waiter_only(self, storage: Storage) -> None:
+        storage.write_json("_locks/s.lock", {"owner": "gone", "expires": time.time() - 1})
+        inside = 0
+        peak = 0
+        guard = threading.Lock()
+        start = threading.Barrier(6)
+
+        def work() -> None:
+            nonlocal inside, peak
+            start.wait()
+            with storage.lock("s", timeout_s=30):
+                with guard:
+                    inside += 1
+                    peak = max(peak, inside)
+                time.sleep(0.05)
+                with guard:
+                    inside -= 1
+
+        threads = [threading.Thread(target=work) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert peak == 1
+
+    @pytest.mark.timeout(120)
+    def test_listing_while_writers_work(self, storage: Storage) -> None:
+        """8 writers (plain overwrites and deletes, put-if-absent, zarr chunks) and 8 listers on one prefix for
+        a bounded time: no lister fails, none sees a temporary file, every put-if-absent key has one creator."""
+        seconds = 8.0
+        stop = threading.Event()
+        errors: list[BaseException] = []
+        creators: dict[str, list[int]] = {}
+        seen: set[str] = set()
+        guard = threading.Lock()
+        deadline = time.monotonic() + seconds
+        arr = zarr.open_group(storage.child("w").zarr_store(), mode="a", zarr_format=3).create_array(
+            "z", shape=(64, 4), chunks=(1, 4), dtype="int32"
+        )
+
+        def guarded(fn):  # type: ignore[no-untyped-def]
+            def run(i: int) -> None:
+                try:
+                    fn(i)
+                except BaseException as exc:  # reported below
+                    errors.append(exc)
+                    stop.set()
+
+            return run
+
+        @guarded
+        def plain(i: int) -> None:
+            n = 0
+            while not stop.is_set() and time.monotonic() < deadline:
+                key = f"w/plain/{i}/{n % 5}.bin"
+                storage.write_bytes(key, bytes(n % 251 for _ in range(64)))
+                if n % 3 == 2:
+                    storage.delete(f"w/plain/{i}/{(n - 1) % 5}.bin")
+                n += 1
+
+        @guarded
+        def if_absent(i: int) -> None:
+            n = 0
+            while not stop.is_set() and time.monotonic() < deadline:
+                key = f"w/claims/{n // 2}/attempt-{n % 2}.json"  # every such writer races for every key
+                if storage.write_if_absent(key, f"{i}:{n}:{time.monotonic_ns()}".encode()):
+                    with guard:
+                        creators.setdefault(key, []).append(i)
+                n += 1
+
+        @guarded
+        def chunks(i: int) -> None:
+            n = 0
+            while not stop.is_set() and time.monotonic() < deadline:
+                arr[n % 64] = n
+                n += 1
+
+        @guarded
+        def lister(i: int) -> None:
+            while not stop.is_set() and time.monotonic() < deadline:
+                for o in storage.list("w" if i % 2 else ""):
+                    name = o.key.rsplit("/", 1)[-1]
+                    assert not name.startswith("."), f"listed a temporary file {o.key}"
+                    assert ".tmp" not in name and ".partial" not in name, f"listed a temporary file {o.key}"
+                    with guard:
+                        seen.add(o.key)
+
+        workers = [plain] * 3 + [if_absent] * 4 + [chunks] + [lister] * 8
+        threads = [threading.Thread(target=fn, args=(i,)) for i, fn in enumerate(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors[0]
+        assert creators and all(len(who) == 1 for who in creators.values())
+        assert set(creators) == {o.key for o in storage.list("w/claims")}
+        assert any(k.startswith("w/plain/") for k in seen) and any(k.startswith("w/z/c/") for k in seen)
+        assert {o.key for o in storage.list()} == {o.key for o in storage.list() if not o.key.startswith(".")}
+
+    def test_listing_leaves_out_temporary_files(self, storage: Storage) -> None:
+        storage.write_bytes("d/a.json", b"1")
+        if isinstance(storage, LocalStorage):  # leftovers of writes that died (ours, older ones, zarr's)
+            names = (".a.json.k3j_9xq2.voxclust-tmp", ".a.json.ab_cd123.tmp", f"0.{'0123456789abcdef' * 2}.partial")
+            for name in names:
+                (storage.root / "d" / name).write_bytes(b"partial")
+        assert [o.key for o in storage.list()] == ["d/a.json"]
+
     @pytest.mark.parametrize("key", ["../escape", "a/../../b", "/abs", "", "a/./b"])
     def test_keys_cannot_escape_the_root(self, storage: Storage, key: str) -> None:
         with pytest.raises(StorageError):
