@@ -9,11 +9,11 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.futures import as_completed
 
 from flows.runners import dask_runner, dask_worker_threads
-from lib.pipeline import group_jobs
-from lib.pipeline import items_per_task as auto_items_per_task
 from lib.progress import emit
-from lib.readers import ReadLimits
-from lib.voxelize import VoxelConfig
+from lib.scans.readers import ReadLimits
+from lib.scans.voxelize import VoxelConfig
+from lib.voxels.ingest import group_jobs
+from lib.voxels.ingest import items_per_task as auto_items_per_task
 from tasks.voxelize import finalize_store, plan_batch, voxelize_chunks
 
 

@@ -1,4 +1,4 @@
-"""Prefect task wrappers for the voxelize work (logic lives in lib.pipeline and lib.store)."""
+"""Prefect task wrappers for the voxelize work (logic lives in lib.voxels.ingest and lib.voxels.store)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lib import pipeline
-from lib.readers import ReadLimits
-from lib.store import BatchPlan, ChunkJob, VoxelStore
-from lib.voxelize import VoxelConfig
+from lib.scans.readers import ReadLimits
+from lib.scans.voxelize import VoxelConfig
+from lib.voxels import ingest
+from lib.voxels.store import BatchPlan, ChunkJob, VoxelStore
 
 
 @task(name="plan-batch", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def plan_batch(
     batch_url: str, store_url: str, voxel: VoxelConfig | None, batch_name: str | None, chunk_items: int | None
 ) -> BatchPlan:
-    return pipeline.plan_batch(batch_url, store_url, voxel, batch_name, chunk_items)
+    return ingest.plan_batch(batch_url, store_url, voxel, batch_name, chunk_items)
 
 
 @task(
@@ -29,8 +29,8 @@ def plan_batch(
 )
 def voxelize_chunks(
     jobs: list[ChunkJob], batch_url: str, store_url: str, voxel: VoxelConfig, limits: ReadLimits
-) -> list[pipeline.ChunkSummary]:
-    return [pipeline.process_chunk(job, batch_url, store_url, voxel, limits) for job in jobs]
+) -> list[ingest.ChunkSummary]:
+    return [ingest.process_chunk(job, batch_url, store_url, voxel, limits) for job in jobs]
 
 
 @task(name="finalize-store", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)

@@ -12,7 +12,7 @@ bytes, how it is put there (``action``) and what must happen to it:
 them); when False only the name is (the readers accept the bytes, the pipeline refuses the key).
 ``targets`` says where the entry can exist: a local folder (``"local"``) and/or an S3 prefix (``"s3"``).
 
-``write_mixed_batch(url, n_good, seed)`` writes good files (lib.demo's generator plus a few odd but valid
+``write_mixed_batch(url, n_good, seed)`` writes good files (lib.scans.demo's generator plus a few odd but valid
 ones, ``odd_good``) and every bad kind that fits the target into one batch and returns the
 :class:`Expected` outcome; run it with ``LIMITS`` (the "over the size limit" kind relies on its small
 ``max_bytes``). Used by tests/test_malformed.py and tests/benchmarks/faults.py.
@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import trimesh
 
-from lib.batch import batch_name_from_url
-from lib.demo import iter_demo_batch
-from lib.readers import ReadLimits, encode_pcd, encode_xyz
+from lib.scans.batch import batch_name_from_url
+from lib.scans.demo import iter_demo_batch
+from lib.scans.readers import ReadLimits, encode_pcd, encode_xyz
 from lib.storage import LocalStorage, S3Storage, Storage, open_storage
 
 MAX_BYTES = 1 << 20  # 1 MiB: every good file is far below it, the "over-size-limit" kind just above
@@ -503,7 +503,7 @@ def make_all(target: str | None = None) -> list[Malformed]:
 
 
 def _fused_off(seed: int) -> bytes:
-    from lib.demo import demo_mesh
+    from lib.scans.demo import demo_mesh
 
     data = _export(demo_mesh("cone", np.random.default_rng([seed, 99])), "off")
     first, second, rest = data.split(b"\n", 2)
@@ -523,7 +523,7 @@ def textured_glb(side: int = 64) -> bytes:
 
 def odd_good(seed: int) -> dict[str, bytes]:
     """Unusual but valid files: they must be stored like any other."""
-    from lib.demo import demo_mesh
+    from lib.scans.demo import demo_mesh
 
     mesh = demo_mesh("torus", np.random.default_rng([seed, 98]))
     cloud = np.asarray(trimesh.sample.sample_surface(mesh, 512, seed=seed)[0], dtype=np.float64)

@@ -27,7 +27,7 @@ def offline_prefect() -> None:
 
 def grids_by_item(store_url: str) -> tuple[dict[str, Any], Counter[str]]:
     """The stored grid of each item id, and how many manifest records each item id has."""
-    from lib.store import STORED, VoxelStore
+    from lib.voxels.store import STORED, VoxelStore
 
     store = VoxelStore.open(store_url)
     recs = store.records(None)

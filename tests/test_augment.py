@@ -1,4 +1,4 @@
-"""lib.augment: views keep shapes upright, are reproducible, and do what each option says."""
+"""lib.features.augment: views keep shapes upright, are reproducible, and do what each option says."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from lib.augment import AugmentConfig, augment, rotate_z, shift, views
+from lib.features.augment import AugmentConfig, augment, rotate_z, shift, views
 
 R = 32
 NONE = AugmentConfig(rotation="none", flip_p=0.0, shift=0)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.batch import LABELS_FILE, BatchError, BatchItem, batch_name_from_url, list_batch
+from lib.scans.batch import LABELS_FILE, BatchError, BatchItem, batch_name_from_url, list_batch
 from lib.storage import LocalStorage, StorageError, open_storage
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from lib.store import VoxelStore
+from lib.voxels.store import VoxelStore
 from voxclust.cli import app
 
 COMMANDS = [

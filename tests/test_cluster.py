@@ -1,4 +1,4 @@
-"""lib.cluster: metrics against independent computations, PCA and k-means against scikit-learn, faiss k-means
+"""lib.evaluation.cluster: metrics against independent computations, PCA and k-means against scikit-learn, faiss k-means
 behaviour, PIC against a plain transcription of DeepCluster's, elbow / knee, silhouette and summaries."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from sklearn.datasets import make_blobs
 from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-import lib.cluster as cluster
-from lib.cluster import (
+import lib.evaluation.cluster as cluster
+from lib.evaluation.cluster import (
     ClusterError,
     ElbowResult,
     PICResult,
@@ -181,7 +181,7 @@ def test_pca_agrees_with_sklearn(n: int, d: int, dim: int) -> None:
         if d <= n
         else np.random.default_rng(d).normal(size=(n, d)) * np.geomspace(5, 0.5, d)
     )
-    x = x.astype(np.float32).astype(np.float64)  # lib.cluster works on float32 input: compare on the same data
+    x = x.astype(np.float32).astype(np.float64)  # the PCA works on float32 input: compare on the same data
     model = fit_pca(x, dim)
     r = min(dim, d, n - 1)
     assert model.components.shape == (r, d)

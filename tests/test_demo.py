@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from lib.demo import DEMO_CLASSES, DemoFile, demo_mesh, iter_demo_batch
-from lib.readers import MeshData, PointCloudData, read_geometry
+from lib.scans.demo import DEMO_CLASSES, DemoFile, demo_mesh, iter_demo_batch
+from lib.scans.readers import MeshData, PointCloudData, read_geometry
 
 KEY_RE = re.compile(r"^(?P<cls>[a-z_]+)/(?P<split>train|test)/(?P=cls)_(?P<idx>\d{4})\.(?P<ext>[a-z]+)$")
 ALL_EXTS = {"off", "ply", "stl", "obj", "glb", "pcd", "xyz"}

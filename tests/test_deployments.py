@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lib.demo import write_demo_batch
+from lib.scans.demo import write_demo_batch
 from lib.storage import open_storage
 
 ROOT = Path(__file__).resolve().parents[1]

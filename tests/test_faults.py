@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from flows.voxelize import run_voxelize
-from lib.demo import write_demo_batch
+from lib.scans.demo import write_demo_batch
 from lib.storage import S3Settings, S3Storage, open_storage
-from lib.store import STORED, VoxelStore
+from lib.voxels.store import STORED, VoxelStore
 from tests.faultproxy import FaultProxy
 from tests.support import S3Server
 

@@ -10,12 +10,12 @@ import pytest
 from distributed import LocalCluster
 
 from flows.voxelize import run_voxelize
-from lib.demo import iter_demo_batch, write_demo_batch
-from lib.pipeline import voxelize_item
-from lib.readers import ReadLimits
+from lib.scans.demo import iter_demo_batch, write_demo_batch
+from lib.scans.readers import ReadLimits
+from lib.scans.voxelize import VoxelConfig
 from lib.storage import Storage, open_storage
-from lib.store import FAILED, VoxelStore
-from lib.voxelize import VoxelConfig
+from lib.voxels.ingest import voxelize_item
+from lib.voxels.store import FAILED, VoxelStore
 
 BAD_FILES = {
     "junk/empty.off": b"",
@@ -84,7 +84,7 @@ def test_voxelize_flow_into_s3_end_to_end(prefect_api: str, s3_batch: str, s3_bu
 
 
 def test_rerun_completes_a_run_that_died(prefect_api: str, s3_batch: str, s3_bucket: str) -> None:
-    from lib.pipeline import plan_batch, process_chunk
+    from lib.voxels.ingest import plan_batch, process_chunk
 
     store_url = f"s3://{s3_bucket}/stores/resume"
     plan = plan_batch(s3_batch, store_url, chunk_items=8)

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.importer import NpzImportError, import_npz
-from lib.store import VoxelStore
-from lib.voxelize import resample
+from lib.scans.voxelize import resample
+from lib.voxels.importer import NpzImportError, import_npz
+from lib.voxels.store import VoxelStore
 from tests.conftest import shared_data
 
 CLASSES = ["chair", "table", "lamp"]

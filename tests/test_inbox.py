@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lib import inbox
+from lib.scans import inbox
 from lib.storage import open_storage
-from lib.store import MANIFEST, Manifest, VoxelStore
+from lib.voxels.store import MANIFEST, Manifest, VoxelStore
 
 
 def _drop(url: str, files: dict[str, bytes]) -> None:

@@ -300,7 +300,7 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
         ".hypothesis/examples/x",
     ):
         assert ignored(path, patterns), f".dockerignore lets {path} into the build context"
-    for path in ("pyproject.toml", "constraints.txt", "README.md", "lib/store.py", "infra/dask/voxclust.yaml"):
+    for path in ("pyproject.toml", "constraints.txt", "README.md", "lib/voxels/store.py", "infra/dask/voxclust.yaml"):
         assert not ignored(path, patterns), f".dockerignore drops {path}, which the images need"
 
 
@@ -633,3 +633,11 @@ def test_bucket_policy_is_least_privilege() -> None:
         "s3:PutObject": {f"{bucket}/stores/*"},
         "s3:DeleteObject": {f"{bucket}/stores/*"},
     }
+
+
+def test_the_stack_gives_its_dask_workers_the_settings_of_infra_dask(tmp_path: Path) -> None:
+    from voxclust.stack import DASK_SETTINGS, Stack
+
+    assert yaml.safe_load((INFRA / "dask" / "voxclust.yaml").read_text()) == DASK_SETTINGS
+    folder = Stack(tmp_path)._dask_config()  # found without the source tree (works once installed)
+    assert yaml.safe_load((folder / "voxclust.yaml").read_text()) == DASK_SETTINGS

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from lib.stack import Stack, api_get, api_post
 from tests.support import free_port
+from voxclust.stack import Stack, api_get, api_post
 
 VOXCLUST = str(Path(sys.executable).with_name("voxclust"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,4 +1,4 @@
-"""lib.plots: every figure is a real PNG, 2-D maps behave, voxel thumbnails keep up pointing up."""
+"""lib.report.plots: every figure is a real PNG, 2-D maps behave, voxel thumbnails keep up pointing up."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib import plots
+from lib.report import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 R = 16

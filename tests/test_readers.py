@@ -1,4 +1,4 @@
-"""Tests for lib.readers: real files, round trips through trimesh exporters, bad input, fuzzing."""
+"""Tests for lib.scans.readers: real files, round trips through trimesh exporters, bad input, fuzzing."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import trimesh
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lib.readers import (
+from lib.scans.readers import (
     MESH_EXTENSIONS,
     POINT_EXTENSIONS,
     SUPPORTED_EXTENSIONS,

@@ -19,9 +19,9 @@ import pytest
 from distributed import Client, LocalCluster
 
 from flows.voxelize import run_voxelize
-from lib.demo import write_demo_batch
+from lib.scans.demo import write_demo_batch
 from lib.storage import open_storage
-from lib.store import PENDING, STORED, VoxelStore
+from lib.voxels.store import PENDING, STORED, VoxelStore
 from tests.support import grids_by_item
 
 VOXCLUST = str(Path(sys.executable).with_name("voxclust"))
@@ -156,7 +156,7 @@ def test_training_killed_mid_epoch_resumes_to_the_same_result(prefect_api: str, 
     from tests.features.conftest import write_npz
 
     data = str(tmp_path / "store")
-    from lib.importer import import_npz
+    from lib.voxels.importer import import_npz
 
     import_npz(write_npz(tmp_path / "d.npz", n_per_class=24), data, classes=["box", "ball", "rod"])
     env = {**_cli_env(prefect_api), "OMP_NUM_THREADS": "1"}

@@ -8,10 +8,10 @@ import threading
 import numpy as np
 import pytest
 
-from lib.batch import BatchItem
+from lib.scans.batch import BatchItem
+from lib.scans.voxelize import VoxelConfig
 from lib.storage import Storage, open_storage
-from lib.store import FAILED, PENDING, STORED, ItemResult, StoreError, VoxelStore
-from lib.voxelize import VoxelConfig
+from lib.voxels.store import FAILED, PENDING, STORED, ItemResult, StoreError, VoxelStore
 
 R = 8
 

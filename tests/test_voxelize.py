@@ -9,8 +9,8 @@ import pytest
 import trimesh
 from pydantic import ValidationError
 
-from lib.readers import MeshData, PointCloudData
-from lib.voxelize import VoxelConfig, normalise, resample, voxelize, voxelize_mesh, voxelize_points
+from lib.scans.readers import MeshData, PointCloudData
+from lib.scans.voxelize import VoxelConfig, normalise, resample, voxelize, voxelize_mesh, voxelize_points
 
 
 def _mesh(m: trimesh.Trimesh) -> MeshData:

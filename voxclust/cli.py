@@ -18,7 +18,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperCommand
 
-from lib.readers import ReadLimits
+from lib.scans.readers import ReadLimits
 from voxclust import ops
 from voxclust.common import AsJson, err, out, progress_bars
 from voxclust.common import prefect_defaults as _prefect_defaults
@@ -45,7 +45,7 @@ Workers = Annotated[int | None, typer.Option(help="LocalCluster worker processes
 
 
 def _voxel_config(resolution: int | None, mode: str | None, up_axis: str | None) -> Any:
-    from lib.voxelize import VoxelConfig
+    from lib.scans.voxelize import VoxelConfig
 
     given = {k: v for k, v in {"resolution": resolution, "mode": mode, "up_axis": up_axis}.items() if v is not None}
     return VoxelConfig.model_validate(given) if given else None
@@ -107,7 +107,7 @@ def demo_batch(
 ) -> None:
     """Write a procedural demo scan batch (meshes in several formats plus point clouds)."""
     with _user_errors():
-        from lib.demo import write_demo_batch
+        from lib.scans.demo import write_demo_batch
 
         n = write_demo_batch(out_url, n_per_class=n_per_class, seed=seed)
         out.print(f"wrote {n} demo files to {out_url}")
@@ -162,8 +162,8 @@ def import_grids(
 ) -> None:
     """Import grids people already have into a voxel store (resampled to the store's resolution)."""
     with _user_errors():
-        from lib.importer import import_npz
-        from lib.store import VoxelStore
+        from lib.voxels.importer import import_npz
+        from lib.voxels.store import VoxelStore
 
         if not file.is_file():
             raise FileNotFoundError(f"{file}: no such file")
@@ -187,7 +187,7 @@ def info(
 ) -> None:
     """Summarise a voxel store."""
     with _user_errors():
-        from lib.store import FAILED, VoxelStore
+        from lib.voxels.store import FAILED, VoxelStore
 
         store = VoxelStore.open(store_url)
         summary = store.summary()
@@ -213,7 +213,7 @@ def demo(
     """The main job on the embedded default: generate a demo batch, voxelize it, then compare every feature
     method on it (the demo preset: a few epochs each) and write the report."""
     with _user_errors():
-        from lib.demo import write_demo_batch
+        from lib.scans.demo import write_demo_batch
 
         batch_url = batch_url or str(DATA_DIR / "batches" / "demo")
         store_url = store_url or str(DATA_DIR / "store")
@@ -430,7 +430,7 @@ def compare(
         from flows.compare import run_compare
         from flows.runners import prefect_api
         from lib.compare import CompareConfig
-        from lib.store import VoxelStore
+        from lib.voxels.store import VoxelStore
 
         data_url = _store_url(data_url)
         VoxelStore.open(data_url)  # a missing store fails here, before anything starts

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -30,12 +29,8 @@ def user_errors() -> Iterator[None]:
     from pydantic import ValidationError
     from rich.markup import escape
 
-    from lib.batch import BatchError
-    from lib.importer import NpzImportError
-    from lib.storage import StorageError
-    from lib.store import StoreError
+    from lib.errors import VoxclustError
 
-    user_errors: list[type[BaseException]] = [StorageError, StoreError, BatchError, NpzImportError, FileNotFoundError]
     try:
         yield
     except ValidationError as exc:
@@ -43,20 +38,7 @@ def user_errors() -> Iterator[None]:
         where = ".".join(str(p) for p in first["loc"])
         err.print(f"[red]error:[/red] {escape(where)}: {escape(first['msg'])}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    except Exception as exc:
-        # Errors of modules that are slow to import (torch, faiss) count only once those modules are loaded,
-        # which they are whenever one of their errors was raised.
-        for module, name in (
-            ("lib.features.base", "MethodError"),
-            ("lib.cluster", "ClusterError"),
-            ("lib.compare", "CompareError"),
-            ("lib.stack", "StackError"),
-            ("lib.inbox", "InboxError"),
-        ):
-            if module in sys.modules:
-                user_errors.append(getattr(sys.modules[module], name))
-        if not isinstance(exc, tuple(user_errors)):
-            raise
+    except (VoxclustError, FileNotFoundError) as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 

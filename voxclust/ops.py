@@ -72,7 +72,7 @@ def stack_up(
     as_json: AsJson = False,
 ) -> None:
     """Start the whole local stack and wait until every part answers."""
-    from lib.stack import Stack, StackConfig, StackError
+    from voxclust.stack import Stack, StackConfig, StackError
 
     with user_errors():
         extra: dict[str, str] = {}
@@ -103,7 +103,7 @@ def stack_up(
 @stack_app.command("down")
 def stack_down(directory: StackDir = DEFAULT_STACK) -> None:
     """Stop every part of the stack (logs stay in the folder)."""
-    from lib.stack import Stack
+    from voxclust.stack import Stack
 
     stopped = Stack(directory).down()
     out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
@@ -112,7 +112,7 @@ def stack_down(directory: StackDir = DEFAULT_STACK) -> None:
 @stack_app.command("status")
 def stack_status(directory: StackDir = DEFAULT_STACK, as_json: AsJson = False) -> None:
     """Each part's pid, state and address; exit code 1 when a part is down."""
-    from lib.stack import Stack
+    from voxclust.stack import Stack
 
     status = Stack(directory).status()
     _print_status(status, as_json)
@@ -122,7 +122,7 @@ def stack_status(directory: StackDir = DEFAULT_STACK, as_json: AsJson = False) -
 
 def _prefect_server(stack: Path | None, command: str) -> None:
     """Point this process at the Prefect server (the local stack's, when given) or fail: ``command`` needs one."""
-    from lib.stack import Stack, StackError
+    from voxclust.stack import Stack, StackError
 
     if stack is not None:
         os.environ.update(Stack(stack).env())
@@ -164,7 +164,7 @@ def notify(
     """Emit the voxclust.scan-batch.arrived event: the watch-inbox deployment's trigger starts its pipeline."""
     with user_errors():
         _prefect_server(stack, "notify")
-        from lib.inbox import InboxError, describe_batch
+        from lib.scans.inbox import InboxError, describe_batch
 
         batch = describe_batch(batch_url, name)
         if not batch.n_items:
@@ -201,7 +201,7 @@ def watch(
         from prefect.exceptions import ObjectNotFound
 
         from flows.watch import watch_inbox
-        from lib.inbox import InboxError
+        from lib.scans.inbox import InboxError
 
         try:
             result = watch_inbox(inbox_url, store_url, batch_url, settle_seconds=settle_seconds)

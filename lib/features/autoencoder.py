@@ -23,7 +23,7 @@ import torch
 from pydantic import Field
 from torch.nn import functional as F
 
-from lib.augment import AugmentConfig
+from lib.features.augment import AugmentConfig
 from lib.features.base import VoxelData
 from lib.features.nets import ConvDecoder, ConvEncoder
 from lib.features.torchbase import EMBED_BATCH, EpochSums, TorchConfig, TorchMethod, batches, cosine_lr, set_lr

@@ -23,8 +23,10 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from lib.errors import VoxclustError
 
-class MethodError(ValueError):
+
+class MethodError(VoxclustError, ValueError):
     """Bad method input: unknown name or option, labels missing, dataset too small for the configuration."""
 
 

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lib.features.base import DataInfo, FeatureMethod, MethodConfig, MethodError, VoxelData
 from lib.features.registry import get_method
 from lib.storage import Storage, open_storage
-from lib.store import STORED, VoxelStore
+from lib.voxels.store import STORED, VoxelStore
 
 RUN_JSON = "run.json"
 CHECKPOINT = "checkpoint.pt"

@@ -14,7 +14,7 @@ from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from lib.augment import AugmentConfig, augment_batch, rotate_z
+from lib.features.augment import AugmentConfig, augment_batch, rotate_z
 from lib.features.base import DataInfo, FeatureMethod, MethodConfig, MethodError, VoxelData
 from lib.features.nets import Classifier
 

@@ -22,7 +22,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from lib.augment import AugmentConfig
+from lib.features.augment import AugmentConfig
 from lib.features.nets import VoxNet as VoxNetNet
 from lib.features.torchbase import ClassifierConfig, ClassifierMethod
 

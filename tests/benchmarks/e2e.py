@@ -98,7 +98,7 @@ def task_schedule() -> dict[str, list[float]]:
 def run(data: Path, train_workers: int, quick: bool = False) -> dict[str, Any]:
     from flows.compare import run_compare
     from flows.runners import prefect_api
-    from lib.importer import import_npz
+    from lib.voxels.importer import import_npz
 
     server = S3Server()
     os.environ.update(server.env())

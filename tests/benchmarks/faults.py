@@ -70,7 +70,7 @@ def main() -> None:
 
     from flows.runners import prefect_api
     from flows.voxelize import run_voxelize
-    from lib.demo import write_demo_batch
+    from lib.scans.demo import write_demo_batch
     from lib.storage import open_storage
     from tests.faultproxy import FaultProxy
     from tests.support import S3Server
@@ -198,7 +198,7 @@ def main() -> None:
             add("concurrent", {k: a[k] + b[k] for k in a} | {"duplicated": a["duplicated"]})
 
             # -- malformed inputs mixed with good files, on a local folder and on S3 through the proxy, 3 rounds
-            from lib.store import FAILED, STORED, VoxelStore
+            from lib.voxels.store import FAILED, STORED, VoxelStore
             from tests import malformed
 
             bad_tried = bad_contained = 0
@@ -249,7 +249,7 @@ def main() -> None:
                 )
 
             # -- secrets: nothing the API holds or the stores hold carries the S3 secret key
-            from lib.stack import api_post
+            from voxclust.stack import api_post
 
             leaked = 0
             for path, body in (("/logs/filter", {"limit": 200}), ("/flow_runs/filter", {}), ("/artifacts/filter", {})):

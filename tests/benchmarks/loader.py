@@ -58,7 +58,7 @@ def main() -> None:
     from lib.features.registry import get_method
     from lib.features.runs import Region, load_region, make_config
     from lib.features.torchbase import batches, to_input
-    from lib.importer import import_npz
+    from lib.voxels.importer import import_npz
 
     server = S3Server()
     os.environ.update(server.env())

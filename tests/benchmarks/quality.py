@@ -32,12 +32,12 @@ sys.path.insert(0, str(ROOT))
 import faiss  # noqa: E402,F401  (before torch)
 import numpy as np  # noqa: E402
 
-from lib.cluster import evaluate_embedding  # noqa: E402
 from lib.compare import PRESETS, MethodEntry, is_supervised, run_url_for  # noqa: E402
+from lib.evaluation.cluster import evaluate_embedding  # noqa: E402
 from lib.features.registry import METHODS  # noqa: E402
 from lib.features.runs import Region, create_run, read_embedding, train_run  # noqa: E402
-from lib.importer import import_npz  # noqa: E402
-from lib.store import VoxelStore  # noqa: E402
+from lib.voxels.importer import import_npz  # noqa: E402
+from lib.voxels.store import VoxelStore  # noqa: E402
 
 # The CPU budget of each method on 2 cores: lib.compare's "quality" preset (the method's defaults, epochs:
 # voxnet 30, autoencoder 15, deepcluster 30, triplet 8, softtriple 8, plus the options written there).

@@ -51,7 +51,7 @@ def main() -> None:
 
     from flows.runners import prefect_api
     from flows.voxelize import run_voxelize
-    from lib.demo import write_demo_batch
+    from lib.scans.demo import write_demo_batch
 
     server = S3Server()
     os.environ.update(server.env())

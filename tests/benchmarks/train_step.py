@@ -136,7 +136,7 @@ class EngineLoop:
 
     def __init__(self, method: str, options: dict[str, Any], data: VoxelData, device: str, work: Path) -> None:
         from lib.features.runs import Region, create_run
-        from lib.importer import import_npz
+        from lib.voxels.importer import import_npz
 
         npz = work / f"{method}.npz"
         np.savez(npz, X_train=data.grids, y_train=data.labels)

@@ -2,7 +2,7 @@
 
 Not collected by pytest. Run:  .venv/bin/python tests/benchmarks/voxelize.py [--workers 2] [--meshes 252]
 
-Both paths call the same lib code (lib.pipeline: plan, process_chunk, finalize) with the same worker count
+Both paths call the same lib code (lib.voxels.ingest: plan, process_chunk, finalize) with the same worker count
 and the same task grouping, and write the same store format to a local S3 server (moto, 127.0.0.1).
 Uploading the inputs is not timed; every run writes a new, empty store. The Prefect API (one temporary
 server) is started before timing, as a deployment would already have one.
@@ -39,10 +39,10 @@ from tests.support import offline_prefect  # noqa: E402
 
 offline_prefect()
 
-from lib.pipeline import group_jobs, plan_batch, process_chunk  # noqa: E402
-from lib.pipeline import items_per_task as auto_items_per_task  # noqa: E402
-from lib.readers import ReadLimits  # noqa: E402
-from lib.store import VoxelStore  # noqa: E402
+from lib.scans.readers import ReadLimits  # noqa: E402
+from lib.voxels.ingest import group_jobs, plan_batch, process_chunk  # noqa: E402
+from lib.voxels.ingest import items_per_task as auto_items_per_task  # noqa: E402
+from lib.voxels.store import VoxelStore  # noqa: E402
 from tests.support import S3Server  # noqa: E402
 
 PCD_DIR = ROOT.parent / "shared" / "data" / "modelnet10" / "pcd"
@@ -74,7 +74,7 @@ def _bare_group(jobs: list[Any], batch_url: str, store_url: str, voxel: Any) -> 
 
 
 def _warm_up() -> None:
-    import lib.pipeline  # noqa: F401  (what a worker imports for its first chunk)
+    import lib.voxels.ingest  # noqa: F401  (what a worker imports for its first chunk)
 
 
 def run_bare(batch_url: str, store_url: str, workers: int, pool: Executor | None = None) -> dict[str, Any]:
@@ -131,7 +131,7 @@ def main() -> None:
     from distributed import Client, LocalCluster
 
     from flows.runners import local_cluster_kwargs, prefect_api
-    from lib.demo import write_demo_batch
+    from lib.scans.demo import write_demo_batch
 
     server = S3Server()
     os.environ.update(server.env())

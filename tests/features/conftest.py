@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.importer import import_npz
+from lib.voxels.importer import import_npz
 
 
 def shapes(n_per_class: int, seed: int, r: int = 16) -> tuple[np.ndarray, np.ndarray]:

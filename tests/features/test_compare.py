@@ -29,9 +29,9 @@ from lib.compare import (
     run_url_for,
 )
 from lib.features.runs import create_run, read_embedding
-from lib.importer import import_npz
 from lib.storage import open_storage
-from lib.store import VoxelStore
+from lib.voxels.importer import import_npz
+from lib.voxels.store import VoxelStore
 from tests.features.conftest import write_npz
 from tests.features.test_train_flow import _task_runs
 from tests.test_cli import _assert_user_error

@@ -16,14 +16,14 @@ from pytorch_metric_learning import miners
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 import lib.features.deepcluster as deepcluster_module
-from lib.augment import AugmentConfig, augment
-from lib.cluster import KMeansResult, kmeans, nmi
+from lib.evaluation.cluster import KMeansResult, kmeans, nmi
+from lib.features.augment import AugmentConfig, augment
 from lib.features.base import DataInfo, MethodError, VoxelData
 from lib.features.deepcluster import DeepCluster, DeepClusterConfig
 from lib.features.runs import RunRef, Session, create_run, fit, read_embedding
 from lib.features.softtriple import SoftTriple, SoftTripleConfig
 from lib.features.triplet import Triplet, TripletConfig
-from lib.importer import import_npz
+from lib.voxels.importer import import_npz
 from tests.features.conftest import shapes, write_npz
 
 AUG: dict[str, Any] = {"rotation": "discrete", "z_steps": 4, "shift": 1}
@@ -37,7 +37,7 @@ METRIC: dict[str, Any] = {
     "hidden": 16,
 }
 N_TRAIN = 47  # training items of tiny_store (48 generated, the all-empty one refused at import)
-PCA_EPS = 1e-5  # lib.cluster.fit_pca's default eps: whitening divides by sqrt(variance + eps)
+PCA_EPS = 1e-5  # lib.evaluation.cluster.fit_pca's default eps: whitening divides by sqrt(variance + eps)
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------------
@@ -83,7 +83,7 @@ def voxel_data(n_per_class: int, seed: int = 0) -> VoxelData:
 
 
 def spy_kmeans(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Record every call DeepCluster makes to lib.cluster.kmeans (its input and seed) and pass it through."""
+    """Record every call DeepCluster makes to lib.evaluation.cluster.kmeans (its input and seed) and pass it through."""
     calls: list[dict[str, Any]] = []
 
     def spy(x: np.ndarray, k: int, **kwargs: Any) -> KMeansResult:

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lib.features.runs import Region, Session, create_run, load_region, read_embedding
-from lib.importer import import_npz
+from lib.voxels.importer import import_npz
 from tests.features.conftest import write_npz
 from tests.test_cli import _assert_user_error
 from voxclust.cli import app

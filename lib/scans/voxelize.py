@@ -27,7 +27,7 @@ import scipy.ndimage as ndi
 import trimesh
 from pydantic import BaseModel, ConfigDict, Field
 
-from lib.readers import Geometry, MeshData, PointCloudData
+from lib.scans.readers import Geometry, MeshData, PointCloudData
 
 UpAxis = Literal["x", "y", "z", "-x", "-y", "-z"]
 

@@ -118,6 +118,8 @@ from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 from sklearn.cluster import kmeans_plusplus
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 
+from lib.errors import VoxclustError
+
 __all__ = [
     "ClusterError",
     "ElbowResult",
@@ -167,7 +169,7 @@ _MAX_SEED = 2**31 - 1
 SMALL_KMEANS_TERMS = 20_000_000
 
 
-class ClusterError(ValueError):
+class ClusterError(VoxclustError, ValueError):
     """Bad input to clustering, PCA or the metrics."""
 
 

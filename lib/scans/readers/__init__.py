@@ -54,6 +54,8 @@ from typing import Any
 
 import numpy as np
 
+from lib.errors import VoxclustError
+
 __all__ = [
     "MESH_EXTENSIONS",
     "POINT_EXTENSIONS",
@@ -70,7 +72,7 @@ __all__ = [
 ]
 
 
-class ReadError(Exception):
+class ReadError(VoxclustError):
     """The one error type for unreadable input. ``str(err) == f"{source}: {reason}"``."""
 
     def __init__(self, source: str, reason: str) -> None:

@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lib.batch import BatchItem
+from lib.errors import VoxclustError
+from lib.scans.batch import BatchItem
+from lib.scans.voxelize import VoxelConfig
 from lib.storage import Storage, open_storage
-from lib.voxelize import VoxelConfig
 
 if TYPE_CHECKING:
     import zarr
@@ -47,11 +48,11 @@ LOCK = "store"
 COMMIT_IO_THREADS = 10  # concurrent requests when merging commit records (botocore keeps 10 connections)
 
 PENDING, STORED, FAILED = "pending", "stored", "failed"
-CLAIMS = "inbox-claims"  # lib.inbox's claims: may precede the store's creation
+CLAIMS = "inbox-claims"  # lib.scans.inbox's claims: may precede the store's creation
 SPLIT_CODES = {"train": 0, "test": 1}
 
 
-class StoreError(Exception):
+class StoreError(VoxclustError):
     """A store that cannot be used: missing, not a voxclust store, or made with other settings."""
 
 

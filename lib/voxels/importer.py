@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.batch import BatchItem
+from lib.errors import VoxclustError
+from lib.scans.batch import BatchItem
+from lib.scans.voxelize import VoxelConfig, resample
 from lib.storage import open_storage
-from lib.store import FAILED, MANIFEST, STORED, ItemResult, VoxelStore
-from lib.voxelize import VoxelConfig, resample
+from lib.voxels.store import FAILED, MANIFEST, STORED, ItemResult, VoxelStore
 
 
-class NpzImportError(ValueError):
+class NpzImportError(VoxclustError, ValueError):
     """The file does not hold grids in a layout we understand."""
 
 

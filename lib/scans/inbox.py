@@ -1,6 +1,6 @@
 """The inbox: a folder or S3 prefix where new scan batches land, one sub-prefix per batch.
 
-``<inbox>/<batch>/...`` is one batch (the layout of :func:`lib.batch.list_batch`). A batch is *ready* once
+``<inbox>/<batch>/...`` is one batch (the layout of :func:`lib.scans.batch.list_batch`). A batch is *ready* once
 it holds a ``.ready`` marker, or once none of its files changed for ``settle_s`` seconds (an upload still
 in progress is left alone). It is *processed* once the store's manifest holds every one of its items as
 stored or failed.
@@ -28,15 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lib.batch import LABELS_FILE, batch_name_from_url
+from lib.errors import VoxclustError
+from lib.scans.batch import LABELS_FILE, batch_name_from_url
 from lib.storage import ObjectInfo, Storage, StorageError, open_storage
-from lib.store import CLAIMS, FAILED, MANIFEST, STORED, VoxelStore
+from lib.voxels.store import CLAIMS, FAILED, MANIFEST, STORED, VoxelStore
 
 READY_MARKER = ".ready"
 RETRY_STATES = frozenset({"FAILED", "CRASHED", "CANCELLED"})
 
 
-class InboxError(Exception):
+class InboxError(VoxclustError):
     """An inbox or batch URL that cannot be used."""
 
 

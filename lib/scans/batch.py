@@ -16,13 +16,14 @@ import io
 import posixpath
 from dataclasses import dataclass
 
+from lib.errors import VoxclustError
 from lib.storage import Storage, StorageError
 
 LABELS_FILE = "labels.csv"
 SPLITS = ("train", "test")
 
 
-class BatchError(Exception):
+class BatchError(VoxclustError):
     """A batch that cannot be used at all (missing, empty, unreadable labels.csv)."""
 
 

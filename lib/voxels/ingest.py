@@ -12,11 +12,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from lib.batch import batch_name_from_url, key_problem, list_batch
-from lib.readers import ReadError, ReadLimits, read_geometry
+from lib.scans.batch import batch_name_from_url, key_problem, list_batch
+from lib.scans.readers import ReadError, ReadLimits, read_geometry
+from lib.scans.voxelize import VoxelConfig, voxelize
 from lib.storage import Storage, StorageError, open_storage
-from lib.store import FAILED, STORED, BatchPlan, ChunkJob, ItemResult, VoxelStore
-from lib.voxelize import VoxelConfig, voxelize
+from lib.voxels.store import FAILED, STORED, BatchPlan, ChunkJob, ItemResult, VoxelStore
 
 
 @dataclass(frozen=True)

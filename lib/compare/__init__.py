@@ -41,16 +41,19 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from lib import cluster, plots, report
+from lib import report
+from lib.errors import VoxclustError
+from lib.evaluation import cluster
 from lib.features.base import MethodError
+from lib.report import plots
 from lib.storage import Storage, open_storage
-from lib.store import VoxelStore
+from lib.voxels.store import VoxelStore
 
 REPORTS = "reports"
 LATEST = "latest.json"
 
 
-class CompareError(ValueError):
+class CompareError(VoxclustError, ValueError):
     """Bad input to a comparison (unknown preset or row, bad options)."""
 
 

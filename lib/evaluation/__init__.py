@@ -1,0 +1,1 @@
+"""Evaluation of an embedding: PCA, k-means and its elbow, PIC, metrics, scores."""

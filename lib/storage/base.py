@@ -1,0 +1,158 @@
+"""The storage contract: objects under a root addressed by '/'-separated keys, and the errors it raises.
+
+Every write of a whole object is atomic for a reader; ``write_if_absent`` gives the lock that serialises
+store metadata updates (:meth:`Storage.lock`); listings are safe while other writers work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import socket
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lib.errors import VoxclustError
+
+if TYPE_CHECKING:
+    import zarr.abc.store
+
+
+class StorageError(VoxclustError):
+    """A storage URL that cannot be used: malformed, unreachable, missing, or refused."""
+
+
+class LockTimeout(StorageError):
+    """A store lock could not be taken in time."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str  # relative to the storage root, '/'-separated
+    size: int
+    mtime: float = 0.0  # last modified, seconds since the epoch
+
+
+TMP_SUFFIX = ".voxclust-tmp"
+# Names of in-flight writes that a listing must never report: ours (``.<name>.<random>.voxclust-tmp``; older
+# releases wrote ``.<name>.<8 random>.tmp``) and zarr LocalStore's (``<stem>.<uuid4 hex>.partial``).
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]+\.voxclust-tmp$|^\..+\.[a-z0-9_]{8}\.tmp$|\.[0-9a-f]{32}\.partial$")
+
+
+def is_temporary(name: str) -> bool:
+    """True for the name (last path part) of a temporary file that a write in progress uses."""
+    return bool(_TEMP_NAME.search(name))
+
+
+def join_keys(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+class Storage(ABC):
+    """A root (directory or S3 prefix) holding objects addressed by '/'-separated relative keys."""
+
+    url: str
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """All objects under ``prefix`` (recursive), sorted by key.
+
+        Safe while other writers work under the same prefix: an object that vanishes during the listing is
+        left out, one that appears may or may not be in it, and temporary files of writes in progress never
+        are (:func:`is_temporary`)."""
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Write a whole object atomically (readers see the old or the new content, never a part)."""
+
+    @abstractmethod
+    def write_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if it does not exist; True when this call created it. ``data`` must be unique to
+        the caller (a token): on S3 a retried request that meets its own first attempt is recognised by it."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete ``key``; deleting a missing key is not an error."""
+
+    @abstractmethod
+    def child(self, sub: str) -> Storage:
+        """The storage rooted at ``sub`` below this root."""
+
+    @abstractmethod
+    def zarr_store(self, read_only: bool = False) -> zarr.abc.store.Store:
+        """A zarr v3 store rooted here."""
+
+    @abstractmethod
+    def check(self, must_exist: bool = False) -> None:
+        """Raise StorageError now if the root is unreachable (or missing, with ``must_exist``)."""
+
+    @abstractmethod
+    def browser_url(self, key: str, expires_s: int = 7 * 86400) -> str:
+        """A URL a web browser on a machine that can reach this storage opens ``key`` with (file:// for a
+        local directory, a presigned GET URL valid ``expires_s`` seconds for S3)."""
+
+    def _check_key(self, key: str) -> str:
+        parts = key.replace("\\", "/").split("/")
+        if key.startswith("/") or any(p in ("..", ".") for p in parts) or not key.strip("/"):
+            raise StorageError(f"{self.url}: key {key!r} escapes or does not name an object under the root")
+        return "/".join(p for p in parts if p)
+
+    def read_json(self, key: str) -> Any:
+        return json.loads(self.read_bytes(key))
+
+    def write_json(self, key: str, value: Any) -> None:
+        self.write_bytes(key, json.dumps(value, separators=(",", ":"), sort_keys=True).encode())
+
+    @contextlib.contextmanager
+    def lock(self, name: str, ttl_s: float = 300.0, timeout_s: float = 120.0) -> Iterator[None]:
+        """Mutual exclusion between processes and machines sharing this storage.
+
+        The lock is an object created with put-if-absent. A holder that died leaves it behind; it is
+        broken once older than ``ttl_s`` (hold it only for short metadata updates).
+        """
+        key = f"_locks/{name}.lock"
+        token = {"owner": f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}", "expires": 0.0}
+        deadline = time.monotonic() + timeout_s
+        delay = 0.02
+        while True:
+            token["expires"] = time.time() + ttl_s
+            if self.write_if_absent(key, json.dumps(token).encode()):
+                break
+            try:
+                raw = self.read_bytes(key)
+                held = json.loads(raw)
+                stale = float(held.get("expires", 0)) < time.time()
+            except (FileNotFoundError, KeyError, ValueError, TypeError, AttributeError):
+                stale = False  # vanished or half-visible: just retry
+            if stale:
+                # Of several waiters that see the same stale lock, only the one that creates its breaker
+                # deletes it; otherwise a late waiter could delete the lock a faster one has just taken.
+                breaker = f"_locks/{name}.broken-{hashlib.sha256(raw).hexdigest()[:16]}"
+                if self.write_if_absent(breaker, json.dumps(token).encode()):
+                    self.delete(key)
+                continue
+            if time.monotonic() > deadline:
+                raise LockTimeout(f"{self.url}: could not take lock {name!r} within {timeout_s:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        try:
+            yield
+        finally:
+            try:
+                if self.read_json(key).get("owner") == token["owner"]:
+                    self.delete(key)
+            except (FileNotFoundError, ValueError):
+                pass
