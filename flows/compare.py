@@ -22,7 +22,7 @@ from flows.features import train_features
 from lib import compare, report
 from lib.compare import CompareConfig, MethodEntry
 from lib.features.base import MethodError
-from lib.features.runs import Region
+from lib.features.runs import Region, RunRequest
 from lib.progress import emit
 from lib.settings import settings
 from lib.storage import open_storage
@@ -51,14 +51,11 @@ def train_deployment() -> str | None:
 
 def _train(entry: MethodEntry, data_url: str, run_url: str, device: str) -> str | None:
     """Train (or resume) ``entry``'s run; None when it finished, else why not."""
+    request = RunRequest(method=entry.method, data_url=data_url, options=entry.options, run_url=run_url, device=device)
     target = train_deployment()
     if target is not None:
         params = {
-            "method": entry.method,
-            "data_url": data_url,
-            "options": entry.options,
-            "run_url": run_url,
-            "device": device,
+            "request": request.model_dump(mode="json"),
             "embed_region": Region(split="all").model_dump(mode="json"),
         }
         try:
@@ -74,9 +71,7 @@ def _train(entry: MethodEntry, data_url: str, run_url: str, device: str) -> str 
             if run.state is not None and run.state.is_completed():
                 return None
             return f"flow run {run.name} ({run.id}) ended {run.state.name if run.state else 'without a state'}"
-    state = train_features(
-        entry.method, data_url, entry.options, None, run_url, device, Region(split="all"), return_state=True
-    )
+    state = train_features(request, Region(split="all"), return_state=True)
     return None if state.is_completed() else str(state.result(raise_on_failure=False))
 
 
@@ -122,9 +117,10 @@ def _train_side_by_side(
         except MethodError as exc:
             records[entry.name] = compare.failed_record(entry, str(exc))
             continue
-        fut = train_method.with_options(task_run_name=f"train-{entry.name}").submit(
-            entry.method, data_url, entry.options, run_url, device, threads
+        request = RunRequest(
+            method=entry.method, data_url=data_url, options=entry.options, run_url=run_url, device=device
         )
+        fut = train_method.with_options(task_run_name=f"train-{entry.name}").submit(request, threads)
         trainings[fut] = (entry, run_url)
     evaluations: dict[str, PrefectFuture[Any]] = {}
     for fut in as_completed(list(trainings)):

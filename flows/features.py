@@ -7,29 +7,22 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
-from lib.features.runs import Region
+from lib.features.runs import Region, RunRequest
 from lib.progress import emit
-from tasks.features import create_run, embed, finish_run, prepare_epoch, train_epoch
+from tasks.features import create_run, embed, evaluate_run, recluster, train_epoch
 
 
 @flow(name="train-features")
-def train_features(
-    method: str,
-    data_url: str,
-    options: dict[str, Any] | None = None,
-    region: Region | None = None,
-    run_url: str | None = None,
-    device: str = "auto",
-    embed_region: Region | None = None,
-) -> dict[str, Any]:
-    """Train ``method`` on the voxel store at ``data_url`` and embed its items.
+def train_features(request: RunRequest, embed_region: Region | None = None) -> dict[str, Any]:
+    """Train ``request.method`` on the voxel store at ``request.data_url`` and embed its items.
 
-    ``region`` defaults to the store's train split when it has one (else every item); ``run_url`` to
-    ``<data_url>/runs/<method>-<time>``; ``embed_region`` to every stored item. A run already at ``run_url``
-    with the same method, options and data resumes at its last finished step.
+    The request's region defaults to the store's train split when it has one (else every item), its run URL
+    to ``<data_url>/runs/<method>-<time>``; ``embed_region`` to every stored item. A run already at the run
+    URL with the same method, options and data resumes at its last finished step.
     """
     log = get_run_logger()
-    ref = create_run(method, data_url, options or {}, region, run_url, device)
+    method = request.method
+    ref = create_run(request)
     log.info("run %s: %s, epoch %d of %d", ref.run_url, method, ref.epochs_done, ref.epochs)
     progress: Any = None
     if ref.epochs:
@@ -37,12 +30,12 @@ def train_features(
     emit(f"train {method}", ref.epochs_done, ref.epochs)
     for epoch in range(ref.epochs_done, ref.epochs):
         if ref.has_prepare:
-            prepare_epoch(ref.run_url, epoch)
+            recluster(ref.run_url, epoch)
         entry = train_epoch(ref.run_url, epoch)
         log.info("epoch %d: %s", epoch, {k: v for k, v in entry.items() if isinstance(v, int | float)})
         update_progress_artifact(progress, 100.0 * (epoch + 1) / ref.epochs)
         emit(f"train {method}", epoch + 1, ref.epochs)
-    metrics = finish_run(ref.run_url)
+    metrics = evaluate_run(ref.run_url)
     emb = embed(ref.run_url, embed_region, None)
     create_table_artifact(
         [{"method": method, "run": ref.run_url, "embedding": emb.name, "items": emb.n, "dim": emb.dim, **metrics}],

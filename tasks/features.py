@@ -14,20 +14,18 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from lib.features import runs
-from lib.features.runs import EmbeddingRef, Region, RunRef
+from lib.features.runs import EmbeddingRef, Region, RunRef, RunRequest
 
 GPU = ["gpu"]
 
 
 @task(name="create-run", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def create_run(
-    method: str, data_url: str, options: dict[str, Any], region: Region | None, run_url: str | None, device: str
-) -> RunRef:
-    return runs.create_run(method, data_url, options, region, run_url, device)
+def create_run(request: RunRequest) -> RunRef:
+    return runs.create_run(request)
 
 
 @task(name="recluster", tags=GPU, retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def prepare_epoch(run_url: str, epoch: int) -> dict[str, Any]:
+def recluster(run_url: str, epoch: int) -> dict[str, Any]:
     """The method's pre-epoch step (DeepCluster: embed, PCA-whiten, faiss k-means)."""
     return runs.Session(run_url).prepare(epoch)
 
@@ -38,7 +36,7 @@ def train_epoch(run_url: str, epoch: int) -> dict[str, Any]:
 
 
 @task(name="evaluate-run", tags=GPU, retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def finish_run(run_url: str) -> dict[str, Any]:
+def evaluate_run(run_url: str) -> dict[str, Any]:
     return runs.Session(run_url).finish()
 
 
@@ -48,9 +46,7 @@ def embed(run_url: str, region: Region | None, name: str | None) -> EmbeddingRef
 
 
 @task(name="train-method", tags=GPU, retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def train_method(
-    method: str, data_url: str, options: dict[str, Any], run_url: str, device: str, threads: int | None
-) -> dict[str, Any]:
+def train_method(request: RunRequest, threads: int | None) -> dict[str, Any]:
     """A whole run in one task (create or resume, every epoch checkpointed, evaluate, embed every item), with
     ``threads`` CPU threads: how ``compare-methods`` trains several methods side by side on Dask workers."""
-    return runs.train_and_embed(method, data_url, options, run_url, device, threads)
+    return runs.train_and_embed(request, threads)

@@ -310,12 +310,15 @@ def train(
         opts = _parse_options(options or [], epochs)
         _prefect_defaults()
         from flows.features import train_features
-        from lib.features.runs import Region, make_config
+        from lib.features.runs import Region, RunRequest, make_config
 
         make_config(method, opts)  # bad method or option: fail before starting anything
         region = Region.model_validate({"split": split})
+        request = RunRequest(
+            method=method, data_url=data_url, options=opts, region=region, run_url=run_url, device=device
+        )
         with progress_bars(not as_json):
-            result = train_features(method, data_url, opts, region, run_url, device)
+            result = train_features(request)
         if as_json:
             out.print_json(json.dumps(result))
             return

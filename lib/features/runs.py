@@ -69,6 +69,20 @@ class EmbeddingRef(BaseModel):
     region: Region
 
 
+class RunRequest(BaseModel):
+    """What to train: a registered method with its options on a store's region, where the run lives, on which
+    device. The one argument of every entry point that creates or trains a run (lib, tasks, flows, CLI)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str
+    data_url: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    region: Region | None = None  # default: the store's train split when it has one, else every item
+    run_url: str | None = None  # default: <data_url>/runs/<method>-<time>
+    device: str = "auto"
+
+
 class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -196,24 +210,18 @@ def default_run_url(data_url: str, method: str, run_id: str | None = None) -> st
     return f"{data_url.rstrip('/')}/runs/{run_id}"
 
 
-def create_run(
-    method: str,
-    data_url: str,
-    options: dict[str, Any] | None = None,
-    region: Region | None = None,
-    run_url: str | None = None,
-    device: str = "auto",
-) -> RunRef:
+def create_run(request: RunRequest) -> RunRef:
     """Check everything and write the run's spec and first checkpoint; an existing run with the same spec is
     resumed (its ref says how many epochs are done), one with another spec is refused."""
+    method, options, device = request.method, request.options, request.device
     cfg = make_config(method, options)
     cls = get_method(method)
-    store = VoxelStore.open(data_url)
-    region = resolve_region(store, region or Region(split="auto"))
-    data = load_region(data_url, region)
+    store = VoxelStore.open(request.data_url)
+    region = resolve_region(store, request.region or Region(split="auto"))
+    data = load_region(request.data_url, region)
     cls.check(cfg, data)
     spec = RunSpec(method=method, config=cfg.model_dump(mode="json"), data=store.url, region=region, device=device)
-    storage = open_storage(run_url or default_run_url(store.url, method))
+    storage = open_storage(request.run_url or default_run_url(store.url, method))
     storage.check()
     with storage.lock("run", timeout_s=30):
         if storage.exists(RUN_JSON):
@@ -415,28 +423,17 @@ def train_run(ref: RunRef, on_epoch: Any = None) -> Session:
     return s
 
 
-def fit(
-    method: str,
-    data_url: str,
-    options: dict[str, Any] | None = None,
-    region: Region | None = None,
-    run_url: str | None = None,
-    device: str = "auto",
-    embed: Region | None = None,
-) -> tuple[RunRef, EmbeddingRef]:
+def fit(request: RunRequest, embed: Region | None = None) -> tuple[RunRef, EmbeddingRef]:
     """Create (or resume) a run, train it, and embed ``embed`` (default: all stored items)."""
-    ref = create_run(method, data_url, options, region, run_url, device)
-    s = train_run(ref)
+    s = train_run(create_run(request))
     return s.ref, s.embed(embed)
 
 
-def train_and_embed(
-    method: str, data_url: str, options: dict[str, Any], run_url: str, device: str = "auto", threads: int | None = None
-) -> dict[str, Any]:
-    """:func:`fit` on the store's default region, embedding every item, with at most ``threads`` CPU threads;
-    returns the run and embedding references (JSON)."""
+def train_and_embed(request: RunRequest, threads: int | None = None) -> dict[str, Any]:
+    """:func:`fit`, embedding every item, with at most ``threads`` CPU threads; returns the run and embedding
+    references (JSON)."""
     from lib.threads import limit_threads
 
     with limit_threads(threads):
-        ref, emb = fit(method, data_url, options, None, run_url, device, Region(split="all"))
+        ref, emb = fit(request, Region(split="all"))
     return {"run": ref.model_dump(mode="json"), "embedding": emb.model_dump(mode="json")}

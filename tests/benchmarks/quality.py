@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 from lib.compare import PRESETS, MethodEntry, is_supervised, run_url_for  # noqa: E402
 from lib.evaluation.cluster import evaluate_embedding  # noqa: E402
 from lib.features.registry import METHODS  # noqa: E402
-from lib.features.runs import Region, create_run, read_embedding, train_run  # noqa: E402
+from lib.features.runs import Region, RunRequest, create_run, read_embedding, train_run  # noqa: E402
 from lib.voxels.importer import import_npz  # noqa: E402
 from lib.voxels.store import VoxelStore  # noqa: E402
 
@@ -79,7 +79,16 @@ def main() -> None:
         # Runs live where `voxclust compare --preset quality` looks for them, so its report reuses them.
         entry = MethodEntry(name=row, method=method, options=options)
         run_url = run_url_for(store_url, entry)
-        ref = create_run(method, store_url, options, Region(split="train"), run_url, "auto")
+        ref = create_run(
+            RunRequest(
+                method=method,
+                data_url=store_url,
+                options=options,
+                region=Region(split="train"),
+                run_url=run_url,
+                device="auto",
+            )
+        )
         session = train_run(ref, on_epoch=lambda e, row=row: print(row, _brief(e), file=sys.stderr, flush=True))
         emb = session.embed(Region(split="test"), name="test")
         x, rows, _ = read_embedding(ref.run_url, emb.name)

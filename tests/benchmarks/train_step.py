@@ -135,14 +135,23 @@ class EngineLoop:
     """The run engine on a local store holding ``data`` (what the train-epoch task runs)."""
 
     def __init__(self, method: str, options: dict[str, Any], data: VoxelData, device: str, work: Path) -> None:
-        from lib.features.runs import Region, create_run
+        from lib.features.runs import Region, RunRequest, create_run
         from lib.voxels.importer import import_npz
 
         npz = work / f"{method}.npz"
         np.savez(npz, X_train=data.grids, y_train=data.labels)
         store = str(work / f"store-{method}")
         import_npz(npz, store)
-        self.ref = create_run(method, store, {**options, "epochs": 100}, Region(split="train"), None, device)
+        self.ref = create_run(
+            RunRequest(
+                method=method,
+                data_url=store,
+                options={**options, "epochs": 100},
+                region=Region(split="train"),
+                run_url=None,
+                device=device,
+            )
+        )
         self.epoch = 0
 
     def prepare(self) -> float:

@@ -28,7 +28,7 @@ from lib.compare import (
     resolve_entries,
     run_url_for,
 )
-from lib.features.runs import create_run, read_embedding
+from lib.features.runs import RunRequest, create_run, read_embedding
 from lib.storage import open_storage
 from lib.voxels.importer import import_npz
 from lib.voxels.store import VoxelStore
@@ -187,7 +187,7 @@ def test_evaluate_reports_nan_embeddings_and_too_large_k(tiny_store: str, tmp_pa
 
     entry = MethodEntry(name="raw", method="raw")
     run_url = str(tmp_path / "run")
-    create_run("raw", tiny_store, {}, run_url=run_url, device="cpu")
+    create_run(RunRequest(method="raw", data_url=tiny_store, options={}, run_url=run_url, device="cpu"))
     out = str(tmp_path / "out")
     rec = evaluate_method(tiny_store, entry, run_url, out, CompareConfig(k=500, tsne=False))
     assert rec["status"] == "failed" and "k=500" in rec["error"]
@@ -208,7 +208,7 @@ def test_evaluate_reports_nan_embeddings_and_too_large_k(tiny_store: str, tmp_pa
 def test_unlabelled_store_uses_the_knee(unlabelled_store: str, tmp_path: Path) -> None:
     entry = MethodEntry(name="raw", method="raw")
     run_url = str(tmp_path / "run")
-    create_run("raw", unlabelled_store, {}, run_url=run_url, device="cpu")
+    create_run(RunRequest(method="raw", data_url=unlabelled_store, options={}, run_url=run_url, device="cpu"))
     rec = evaluate_method(unlabelled_store, entry, run_url, str(tmp_path / "out"), FAST)
     assert rec["status"] == "ok", rec["error"]
     assert set(rec["metrics"]) == {"all"} and "nmi" not in rec["metrics"]["all"]

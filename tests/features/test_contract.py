@@ -12,7 +12,7 @@ import pytest
 
 from lib.features.base import MethodError
 from lib.features.registry import METHODS
-from lib.features.runs import CHECKPOINT, Region, Session, create_run, fit, read_embedding, train_run
+from lib.features.runs import CHECKPOINT, Region, RunRequest, Session, create_run, fit, read_embedding, train_run
 from lib.storage import open_storage
 
 TINY_NET = {"epochs": 2, "augment": {"rotation": "discrete", "z_steps": 4, "shift": 1}}
@@ -26,7 +26,11 @@ class MethodContract:
     options: ClassVar[dict[str, Any]]
 
     def run(self, store: str, where: Path, **extra: Any) -> tuple[Any, Any]:
-        return fit(self.method, store, {**self.options, **extra}, run_url=str(where), device="cpu")
+        return fit(
+            RunRequest(
+                method=self.method, data_url=store, options={**self.options, **extra}, run_url=str(where), device="cpu"
+            )
+        )
 
     def test_train_checkpoint_embed(self, tiny_store: str, tmp_path: Path) -> None:
         ref, emb = self.run(tiny_store, tmp_path / "run")
@@ -54,11 +58,27 @@ class MethodContract:
         if not METHODS[self.method].trainable:
             pytest.skip("nothing to resume")
         _, whole = self.run(tiny_store, tmp_path / "whole")
-        ref = create_run(self.method, tiny_store, self.options, run_url=str(tmp_path / "cut"), device="cpu")
+        ref = create_run(
+            RunRequest(
+                method=self.method,
+                data_url=tiny_store,
+                options=self.options,
+                run_url=str(tmp_path / "cut"),
+                device="cpu",
+            )
+        )
         first = Session(ref.run_url)  # one worker does epoch 0 and "dies"
         first.prepare(0)
         first.train(0)
-        again = create_run(self.method, tiny_store, self.options, run_url=str(tmp_path / "cut"), device="cpu")
+        again = create_run(
+            RunRequest(
+                method=self.method,
+                data_url=tiny_store,
+                options=self.options,
+                run_url=str(tmp_path / "cut"),
+                device="cpu",
+            )
+        )
         assert again.epochs_done == 1  # the same spec resumes
         second = Session(ref.run_url)  # another process picks it up from the checkpoint
         assert second.train(0)["epoch"] == 0  # a finished step is not redone
@@ -82,19 +102,34 @@ class MethodContract:
 
     def test_unknown_option_lists_choices(self, tiny_store: str, tmp_path: Path) -> None:
         with pytest.raises(MethodError, match=r"options: .*seed"):
-            create_run(self.method, tiny_store, {"no_such_option": 1}, run_url=str(tmp_path / "r"))
+            create_run(
+                RunRequest(
+                    method=self.method, data_url=tiny_store, options={"no_such_option": 1}, run_url=str(tmp_path / "r")
+                )
+            )
 
     def test_other_spec_refused_at_same_place(self, tiny_store: str, tmp_path: Path) -> None:
         self.run(tiny_store, tmp_path / "run")
         with pytest.raises(MethodError, match="another method"):
-            create_run(self.method, tiny_store, {**self.options, "seed": 5}, run_url=str(tmp_path / "run"))
+            create_run(
+                RunRequest(
+                    method=self.method,
+                    data_url=tiny_store,
+                    options={**self.options, "seed": 5},
+                    run_url=str(tmp_path / "run"),
+                )
+            )
 
     def test_unlabelled_store(self, unlabelled_store: str, tmp_path: Path) -> None:
         cls = METHODS[self.method]
         config = cls.config_cls.model_validate(self.options)
         if cls.needs_labels(config):
             with pytest.raises(MethodError, match="needs a label"):
-                create_run(self.method, unlabelled_store, self.options, run_url=str(tmp_path / "r"))
+                create_run(
+                    RunRequest(
+                        method=self.method, data_url=unlabelled_store, options=self.options, run_url=str(tmp_path / "r")
+                    )
+                )
             assert not (tmp_path / "r" / "run.json").exists()  # refused before anything was written
         else:
             _, emb = self.run(unlabelled_store, tmp_path / "r")

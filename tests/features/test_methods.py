@@ -20,7 +20,7 @@ from lib.evaluation.cluster import KMeansResult, kmeans, nmi
 from lib.features.augment import AugmentConfig, augment
 from lib.features.base import DataInfo, MethodError, VoxelData
 from lib.features.deepcluster import DeepCluster, DeepClusterConfig
-from lib.features.runs import RunRef, Session, create_run, fit, read_embedding
+from lib.features.runs import RunRef, RunRequest, Session, create_run, fit, read_embedding
 from lib.features.softtriple import SoftTriple, SoftTripleConfig
 from lib.features.triplet import Triplet, TripletConfig
 from lib.voxels.importer import import_npz
@@ -107,7 +107,9 @@ def nearest_member_mean(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray
 def deepcluster_run(tiny_store: str, tmp_path_factory: pytest.TempPathFactory) -> RunRef:
     """A 3-epoch DeepCluster run on tiny_store (shared by the history and the labels tests)."""
     where = tmp_path_factory.mktemp("dc") / "run"
-    ref, _ = fit("deepcluster", tiny_store, DC_OPTIONS, run_url=str(where), device="cpu")
+    ref, _ = fit(
+        RunRequest(method="deepcluster", data_url=tiny_store, options=DC_OPTIONS, run_url=str(where), device="cpu")
+    )
     return ref
 
 
@@ -272,7 +274,11 @@ def test_deepcluster_history(deepcluster_run: RunRef) -> None:
 
 def test_deepcluster_unlabelled_store_logs_no_label_nmi(unlabelled_store: str, tmp_path: Path) -> None:
     options = {**DC_OPTIONS, "epochs": 2}
-    ref, _ = fit("deepcluster", unlabelled_store, options, run_url=str(tmp_path / "r"), device="cpu")
+    ref, _ = fit(
+        RunRequest(
+            method="deepcluster", data_url=unlabelled_store, options=options, run_url=str(tmp_path / "r"), device="cpu"
+        )
+    )
     hist = Session(ref.run_url).history
     assert len(hist) == 2 and all("nmi_labels" not in h and "cluster_sizes" in h for h in hist)
     assert "nmi_previous" in hist[1]
@@ -288,7 +294,11 @@ def test_deepcluster_never_trains_on_labels(deepcluster_run: RunRef, tmp_path: P
     np.savez(tmp_path / "relabelled.npz", **relabelled)
     store = str(tmp_path / "store")
     import_npz(tmp_path / "relabelled.npz", store, classes=["box", "ball", "rod"])
-    ref, _ = fit("deepcluster", store, DC_OPTIONS, run_url=str(tmp_path / "run"), device="cpu")
+    ref, _ = fit(
+        RunRequest(
+            method="deepcluster", data_url=store, options=DC_OPTIONS, run_url=str(tmp_path / "run"), device="cpu"
+        )
+    )
 
     a, rows_a, attrs_a = read_embedding(deepcluster_run.run_url)
     b, rows_b, attrs_b = read_embedding(ref.run_url)
@@ -301,14 +311,23 @@ def test_deepcluster_never_trains_on_labels(deepcluster_run: RunRef, tmp_path: P
 
 def test_deepcluster_k_larger_than_the_set_is_refused(tiny_store: str, tmp_path: Path) -> None:
     with pytest.raises(MethodError, match=rf"k={N_TRAIN + 1} .*has {N_TRAIN}"):
-        create_run("deepcluster", tiny_store, {**DC_OPTIONS, "k": N_TRAIN + 1}, run_url=str(tmp_path / "r"))
+        create_run(
+            RunRequest(
+                method="deepcluster",
+                data_url=tiny_store,
+                options={**DC_OPTIONS, "k": N_TRAIN + 1},
+                run_url=str(tmp_path / "r"),
+            )
+        )
     assert not (tmp_path / "r").exists()  # refused before any run file was written
 
 
 # -- triplet ---------------------------------------------------------------------------------------------------------
 def test_triplet_mines_every_batch_and_embeds_on_the_sphere(tiny_store: str, tmp_path: Path) -> None:
     options = {**METRIC, "embedding_dim": 8}
-    ref, emb = fit("triplet", tiny_store, options, run_url=str(tmp_path / "run"), device="cpu")
+    ref, emb = fit(
+        RunRequest(method="triplet", data_url=tiny_store, options=options, run_url=str(tmp_path / "run"), device="cpu")
+    )
     hist = Session(ref.run_url).history
     assert len(hist) == METRIC["epochs"]
     for h in hist:
@@ -321,7 +340,14 @@ def test_triplet_mines_every_batch_and_embeds_on_the_sphere(tiny_store: str, tmp
 
 def test_triplet_one_view_per_shape_is_refused(tiny_store: str, tmp_path: Path) -> None:
     with pytest.raises(MethodError, match="views_per_shape"):
-        create_run("triplet", tiny_store, {**METRIC, "views_per_shape": 1}, run_url=str(tmp_path / "r"))
+        create_run(
+            RunRequest(
+                method="triplet",
+                data_url=tiny_store,
+                options={**METRIC, "views_per_shape": 1},
+                run_url=str(tmp_path / "r"),
+            )
+        )
     assert not (tmp_path / "r").exists()
 
 
@@ -415,7 +441,14 @@ def test_softtriple_parameter_groups() -> None:
 def test_softtriple_instance_centres_need_more_views(tiny_store: str, tmp_path: Path) -> None:
     options = {**METRIC, "mode": "instance", "views_per_shape": 3, "embedding_dim": 8}
     with pytest.raises(MethodError, match=r"views_per_shape=3"):
-        create_run("softtriple", tiny_store, {**options, "centers_per_class": 3}, run_url=str(tmp_path / "r"))
+        create_run(
+            RunRequest(
+                method="softtriple",
+                data_url=tiny_store,
+                options={**options, "centers_per_class": 3},
+                run_url=str(tmp_path / "r"),
+            )
+        )
     assert not (tmp_path / "r").exists()
     data = voxel_data(4)
     SoftTriple.check(SoftTripleConfig(**{**options, "centers_per_class": 2}), data)  # K < views: accepted
@@ -427,7 +460,9 @@ def test_softtriple_instance_centres_need_more_views(tiny_store: str, tmp_path: 
 def test_softtriple_supervised_needs_labels(unlabelled_store: str, tmp_path: Path) -> None:
     options = {**METRIC, "mode": "supervised", "batch_size": 8, "embedding_dim": 8}
     with pytest.raises(MethodError, match="needs a label"):
-        create_run("softtriple", unlabelled_store, options, run_url=str(tmp_path / "r"))
+        create_run(
+            RunRequest(method="softtriple", data_url=unlabelled_store, options=options, run_url=str(tmp_path / "r"))
+        )
     assert not (tmp_path / "r").exists()
 
 

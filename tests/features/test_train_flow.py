@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from lib.features.runs import Region, Session, create_run, load_region, read_embedding
+from lib.features.runs import Region, RunRequest, Session, create_run, load_region, read_embedding
 from lib.voxels.importer import import_npz
 from tests.features.conftest import write_npz
 from tests.test_cli import _assert_user_error
@@ -49,19 +49,13 @@ def test_deepcluster_flow_on_s3_resumes_after_a_dead_worker(prefect_api: str, s3
 
     run_url = f"{s3_store}/runs/dc"
     options = {"epochs": 3, "k": 6, "width": 4, "feature_dim": 16, "batch_size": 8}
-    ref = create_run("deepcluster", s3_store, options, run_url=run_url, device="cpu")
+    request = RunRequest(method="deepcluster", data_url=s3_store, options=options, run_url=run_url, device="cpu")
+    ref = create_run(request)
     s = Session(ref.run_url)  # a worker finished epoch 0, then re-clustered for epoch 1 and died
     s.prepare(0)
     s.train(0)
     s.prepare(1)
-    state = train_features(
-        "deepcluster",
-        s3_store,
-        options,
-        run_url=run_url,
-        device="cpu",
-        return_state=True,  # type: ignore[call-arg]
-    )
+    state = train_features(request, return_state=True)  # type: ignore[call-arg]
     result = state.result()
     tasks = _task_runs(state.state_details.flow_run_id)
     names = sorted(name.rsplit("-", 1)[0] for name, _ in tasks)
