@@ -1,0 +1,114 @@
+"""The comparison's records: one typed row per method (:class:`MethodResult`) and the report holding them.
+
+Written by the evaluation (an ``ok`` row) or by :meth:`MethodResult.failed`, validated when built and again
+when ``report.json`` is read back (:func:`read_report`); the renderers in :mod:`lib.report` take the JSON form
+(``Report.model_dump(mode="json")``) so that they also render a report written by an older release.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lib.storage import Storage
+
+REPORT_JSON = "report.json"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SplitMetrics(_Record):
+    """Clustering metrics of one method on one split (``lib.evaluation.metrics.cluster_summary`` plus the item
+    count). Label metrics are absent (None) when the split is unlabelled."""
+
+    n_rows: int
+    n_items: int | None = None
+    n_clusters: int
+    clusters: list[int]  # the distinct cluster ids, sorted; ``sizes`` follows this order
+    sizes: list[int]
+    inertia: float
+    silhouette: float | None = None
+    n_scored: int | None = None  # rows with a known class
+    nmi: float | None = None
+    ari: float | None = None
+    acc: float | None = None
+    purity: float | None = None
+    classes: list[int] | None = None  # row names of ``contingency``
+    contingency: list[list[int]] | None = None  # classes x clusters
+
+
+class PICSummary(_Record):
+    """Power iteration clustering of the method's features (it picks its own number of clusters)."""
+
+    n_clusters: int
+    largest: int
+    nmi: float | None = None
+    ari: float | None = None
+
+
+class MethodResult(_Record):
+    """One row of a comparison: what was compared, how it went, its scores and where its pictures are."""
+
+    name: str
+    method: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    supervised: bool
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    dim: int | None = None
+    n_items: int | None = None
+    k: int | None = None
+    train_seconds: float | None = None
+    metrics: dict[str, SplitMetrics] = Field(default_factory=dict)  # split ("train", "test", "all") -> metrics
+    scored_split: str | None = None
+    method_metrics: dict[str, float | None] = Field(default_factory=dict)  # e.g. test_accuracy
+    elbow: list[tuple[int, float]] | None = None  # (k, inertia) pairs
+    knee: int | None = None  # suggested k
+    pic: PICSummary | None = None
+    images: dict[str, str] = Field(default_factory=dict)  # kind -> file name in the report folder
+    run_url: str | None = None
+    assignments_url: str | None = None
+    history: list[dict[str, int | float]] = Field(default_factory=list)  # per-epoch scalars
+
+    @field_validator("train_seconds", mode="before")
+    @classmethod
+    def _finite(cls, v: Any) -> Any:
+        return v if v is None or (isinstance(v, int | float) and math.isfinite(float(v))) else None
+
+    @classmethod
+    def failed(
+        cls, name: str, method: str, options: dict[str, Any], supervised: bool, error: str, run_url: str | None = None
+    ) -> MethodResult:
+        return cls(
+            name=name, method=method, options=options, supervised=supervised, status="failed", error=error, run_url=run_url
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class Report(_Record):
+    """A whole comparison: the store, how it was clustered, the shared pictures and every method's row."""
+
+    title: str = "voxclust: feature methods compared"
+    data_url: str
+    created: str  # ISO time
+    n_items: int
+    labelled: bool
+    classes: list[str] = Field(default_factory=list)
+    k: int | None = None
+    scored_split: str
+    config: dict[str, Any] = Field(default_factory=dict)  # the CompareConfig used
+    images: dict[str, str] = Field(default_factory=dict)  # elbow, loss, deepcluster_nmi -> file name
+    methods: list[MethodResult]
+    best_method: str | None = None
+
+
+def read_report(storage: Storage) -> Report:
+    """The report in ``storage`` (a report folder), validated."""
+    return Report.model_validate(storage.read_json(REPORT_JSON))
