@@ -33,7 +33,8 @@ import trimesh
 
 from lib.scans.batch import batch_name_from_url
 from lib.scans.demo import iter_demo_batch
-from lib.scans.readers import ReadLimits, encode_pcd, encode_xyz
+from lib.scans.readers import ReadLimits
+from lib.scans.writers import encode_pcd, encode_xyz
 from lib.storage import LocalStorage, S3Storage, Storage, open_storage
 
 MAX_BYTES = 1 << 20  # 1 MiB: every good file is far below it, the "over-size-limit" kind just above

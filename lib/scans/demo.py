@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import trimesh
 
-from lib.scans.readers import encode_pcd, encode_xyz
+from lib.scans.writers import encode_pcd, encode_xyz
 
 DEMO_CLASSES: tuple[str, ...] = ("box", "cylinder", "sphere", "cone", "torus", "table", "chair")
 

@@ -20,11 +20,10 @@ from lib.scans.readers import (
     PointCloudData,
     ReadError,
     ReadLimits,
-    encode_pcd,
-    encode_xyz,
     read_geometry,
     read_path,
 )
+from lib.scans.writers import encode_pcd, encode_xyz
 
 MESH_DIR = Path("/work/shared/data/meshes")
 REAL_PCD = Path("/work/shared/data/modelnet10/pcd/chair/train/chair_0001.pcd")
