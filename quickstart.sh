@@ -31,7 +31,7 @@ case "$cmd" in
     exec "$VENV/bin/voxclust" demo "$@"
     ;;
   test)
-    # The UI check of tests/test_operate.py drives Debian's chromium headless (skipped where it can't be had).
+    # The UI check of tests/ops/test_operate.py drives Debian's chromium headless (skipped where it can't be had).
     if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
       echo "installing chromium for the UI test (one time)..." >&2
       (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \

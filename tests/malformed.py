@@ -15,7 +15,7 @@ them); when False only the name is (the readers accept the bytes, the pipeline r
 ``write_mixed_batch(url, n_good, seed)`` writes good files (lib.scans.demo's generator plus a few odd but valid
 ones, ``odd_good``) and every bad kind that fits the target into one batch and returns the
 :class:`Expected` outcome; run it with ``LIMITS`` (the "over the size limit" kind relies on its small
-``max_bytes``). Used by tests/test_malformed.py and tests/benchmarks/faults.py.
+``max_bytes``). Used by tests/scans/test_malformed.py and tests/benchmarks/faults.py.
 """
 
 from __future__ import annotations

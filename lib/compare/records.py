@@ -84,7 +84,13 @@ class MethodResult(_Record):
         cls, name: str, method: str, options: dict[str, Any], supervised: bool, error: str, run_url: str | None = None
     ) -> MethodResult:
         return cls(
-            name=name, method=method, options=options, supervised=supervised, status="failed", error=error, run_url=run_url
+            name=name,
+            method=method,
+            options=options,
+            supervised=supervised,
+            status="failed",
+            error=error,
+            run_url=run_url,
         )
 
     @property

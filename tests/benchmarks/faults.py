@@ -1,5 +1,5 @@
-"""Fault benchmark: the reliability scenarios of tests/test_reliability.py, tests/test_faults.py and
-tests/test_malformed.py at a larger scale, with repeated faults, against real parts (moto's S3 server in
+"""Fault benchmark: the reliability scenarios of tests/voxels/test_reliability.py, tests/voxels/test_faults.py and
+tests/scans/test_malformed.py at a larger scale, with repeated faults, against real parts (moto's S3 server in
 its own process, a fault-injecting proxy in front of it, Dask LocalClusters, a temporary Prefect server).
 
 Not collected by pytest. Run:  .venv/bin/python tests/benchmarks/faults.py [--per-class 72] [--rate 0.1]

@@ -34,7 +34,7 @@ from lib.voxels.importer import import_npz
 from lib.voxels.store import VoxelStore
 from tests.features.conftest import write_npz
 from tests.features.test_train_flow import _task_runs
-from tests.test_cli import _assert_user_error
+from tests.ops.test_cli import _assert_user_error
 from voxclust.cli import app
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -477,7 +477,7 @@ def shifted(profile: np.ndarray, dz: int) -> np.ndarray:
 
 
 def test_views_keep_the_z_profile_unless_vertical_flip() -> None:
-    """Stronger than tests/test_augment.py: the whole z-profile survives quarter turns, flips and shifts exactly
+    """Stronger than test_augment.py: the whole z-profile survives quarter turns, flips and shifts exactly
     (only moved by the z-shift), and only ``vertical_flip`` ever reverses it."""
     g = np.zeros((16, 16, 16), bool)
     # A stepped pyramid in the bottom half (layers of 56, 42, 20, 9, 2 voxels), off-centre but at least 4 voxels

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from lib.features.runs import Region, RunRequest, Session, create_run, load_region, read_embedding
 from lib.voxels.importer import import_npz
 from tests.features.conftest import write_npz
-from tests.test_cli import _assert_user_error
+from tests.ops.test_cli import _assert_user_error
 from voxclust.cli import app
 
 DC = ["--set", "k=6", "--set", "width=4", "--set", "feature_dim=16", "--set", "batch_size=8"]

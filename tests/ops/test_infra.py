@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 DOCKER = INFRA / "docker"
 K8S = INFRA / "k8s"

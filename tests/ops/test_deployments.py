@@ -14,7 +14,7 @@ import yaml
 from lib.scans.demo import write_demo_batch
 from lib.storage import open_storage
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FLOW_NAMES = {
     "voxelize": "voxelize-batch",
     "train": "train-features",
