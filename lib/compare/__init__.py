@@ -43,7 +43,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lib import report
 from lib.errors import VoxclustError
-from lib.evaluation import cluster
+from lib.evaluation._arrays import ClusterError
+from lib.evaluation.score import ScoreConfig, ScoreError, score_embedding
 from lib.features.base import MethodError
 from lib.report import plots
 from lib.storage import Storage, open_storage
@@ -254,11 +255,6 @@ def is_supervised(entry: MethodEntry) -> bool:
         return False
 
 
-def _splits(store_splits: np.ndarray) -> list[str]:
-    present = sorted({str(s) for s in store_splits if s})
-    return [*(s for s in ("train", "test") if s in present), "all"]
-
-
 def evaluate_method(
     data_url: str, entry: MethodEntry, run_url: str, out_url: str, config: CompareConfig | None = None
 ) -> dict[str, Any]:
@@ -267,7 +263,7 @@ def evaluate_method(
     cfg = config or CompareConfig()
     try:
         return _evaluate(data_url, entry, run_url, open_storage(out_url), cfg)
-    except (MethodError, cluster.ClusterError, CompareError) as exc:
+    except (MethodError, ClusterError, CompareError) as exc:
         return failed_record(entry, str(exc), run_url)
 
 
@@ -278,53 +274,24 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
     by_row = {r["row"]: r for r in m.items}
     labels = np.array([-1 if by_row[int(r)]["label"] is None else by_row[int(r)]["label"] for r in rows], np.int64)
     splits = np.array([by_row[int(r)]["split"] or "" for r in rows], dtype=object)
-    if len(x) < 3:
-        raise CompareError(f"{entry.name}: only {len(x)} embedded item(s); at least 3 needed")
-    if not np.isfinite(x).all():
-        bad = int(np.count_nonzero(~np.isfinite(x).all(axis=1)))
-        raise CompareError(f"{entry.name}: the embedding has NaN/inf values in {bad} of {len(x)} items")
-    labelled = bool((labels >= 0).any())
-    # One PCA fit serves k-means (when wider or whitened) and PIC (always whitened).
-    reduce = x.shape[1] > cfg.pca_dim or cfg.whiten
-    model = cluster.fit_pca(x, min(cfg.pca_dim, x.shape[1])) if reduce or cfg.pic else None
-    if reduce and model is not None:
-        feats = (model.whitened() if cfg.whiten else model).transform(x)
-    else:
-        feats = np.ascontiguousarray(x, np.float32)
-    if cfg.l2:
-        feats = cluster.l2_normalize(feats)
-
-    ks = cluster.elbow_ks(len(feats), cfg.elbow_k_max)
-    sweep = cluster.elbow_sweep(feats, ks, seed=cfg.seed)
-    k = cfg.k or (len(m.classes) if labelled and len(m.classes) >= 2 else None) or sweep.knee or min(10, len(x) - 1)
-    if k > len(feats):
-        raise CompareError(f"{entry.name}: k={k} is larger than the number of items ({len(feats)})")
-    km = cluster.kmeans(feats, k, seed=cfg.seed, restarts=cfg.restarts)
+    score_config = ScoreConfig(
+        k=cfg.k,
+        pca_dim=cfg.pca_dim,
+        whiten=cfg.whiten,
+        l2=cfg.l2,
+        restarts=cfg.restarts,
+        elbow_k_max=cfg.elbow_k_max,
+        pic=cfg.pic,
+        silhouette_sample=cfg.silhouette_sample,
+        seed=cfg.seed,
+    )
+    try:
+        score = score_embedding(x, labels, splits, score_config, n_classes=len(m.classes))
+    except ScoreError as exc:  # too few items, NaN/inf or k too large: name the method
+        raise CompareError(f"{entry.name}: {exc}") from exc
+    feats, k, km, sweep = score.feats, score.k, score.kmeans, score.elbow
+    metrics, scored = score.metrics, score.scored_split
     assign = km.labels
-
-    metrics: dict[str, Any] = {}
-    for split in _splits(splits):
-        sel = np.ones(len(x), bool) if split == "all" else splits == split
-        if sel.sum() < 2:
-            continue
-        metrics[split] = cluster.cluster_summary(
-            feats[sel],
-            assign[sel],
-            labels_true=labels[sel] if labelled else None,
-            sample_size=cfg.silhouette_sample,
-            seed=cfg.seed,
-        )
-        metrics[split]["n_items"] = int(sel.sum())
-    scored = "test" if "test" in metrics else "all"
-
-    pic: dict[str, Any] | None = None
-    if cfg.pic and len(feats) > 10 and model is not None:
-        res = cluster.pic(model.whitened().transform(x), l2=True)  # whitened, then rows L2-normalised
-        pic = {"n_clusters": int(res.n_clusters), "largest": int(res.sizes.max())}
-        known = labels >= 0
-        if labelled:
-            pic["nmi"] = cluster.nmi(labels[known], res.labels[known])
-            pic["ari"] = cluster.ari(labels[known], res.labels[known])
 
     images = _method_images(
         entry, out, x, labels, assign, km.centroids, feats, rows, store, m.classes, metrics, scored, cfg
@@ -352,9 +319,9 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
         "method_metrics": {
             key: _num(v) for key, v in run_metrics.items() if key != "train_seconds" and isinstance(v, int | float)
         },
-        "elbow": [[int(a), float(b)] for a, b in zip(sweep.ks, sweep.inertias, strict=True)],
-        "knee": sweep.knee,
-        "pic": pic,
+        "elbow": [[int(a), float(b)] for a, b in zip(sweep.ks, sweep.inertias, strict=True)] if sweep else [],
+        "knee": None if sweep is None else sweep.knee,
+        "pic": score.pic,
         "images": images,
         "run_url": run_url,
         "assignments_url": f"{out.url}/{assignments_key}",

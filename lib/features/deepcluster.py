@@ -31,7 +31,9 @@ from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from lib.evaluation.cluster import fit_pca, kmeans, l2_normalize, nmi
+from lib.evaluation.kmeans import kmeans
+from lib.evaluation.metrics import nmi
+from lib.evaluation.pca import fit_pca, l2_normalize
 from lib.features.base import MethodConfig, MethodError, VoxelData
 from lib.features.nets import ConvEncoder
 from lib.features.torchbase import EpochSums, TorchConfig, TorchMethod, batches, cosine_lr, set_lr

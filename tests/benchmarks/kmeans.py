@@ -11,7 +11,7 @@ labels ``y`` from a file, e.g. the test embeddings of trained runs. Every embedd
 comparison does (PCA to 64 when wider; not timed, shared by both sides); then, for each seed, with k = 10
 and 5 restarts on both sides:
 
-* project: ``lib.evaluation.cluster.kmeans`` (faiss, k-means++ seeding, 20 iterations, best of 5 by exact inertia);
+* project: ``lib.evaluation.kmeans.kmeans`` (faiss, k-means++ seeding, 20 iterations, best of 5 by exact inertia);
 * scikit-learn: ``KMeans(n_clusters=10, init="k-means++", n_init=5, random_state=seed)`` (lloyd, its
   default tolerance and up to 300 iterations).
 
@@ -37,7 +37,9 @@ sys.path.insert(0, str(ROOT))
 import faiss  # noqa: E402,F401  (before torch)
 import numpy as np  # noqa: E402
 
-from lib.evaluation.cluster import kmeans, nmi, pca  # noqa: E402
+from lib.evaluation.kmeans import kmeans  # noqa: E402
+from lib.evaluation.metrics import nmi  # noqa: E402
+from lib.evaluation.pca import pca  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "modelnet10" / "voxels32.npz"
 

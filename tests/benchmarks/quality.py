@@ -33,7 +33,7 @@ import faiss  # noqa: E402,F401  (before torch)
 import numpy as np  # noqa: E402
 
 from lib.compare import PRESETS, MethodEntry, is_supervised, run_url_for  # noqa: E402
-from lib.evaluation.cluster import evaluate_embedding  # noqa: E402
+from lib.evaluation.score import ScoreConfig, score_embedding  # noqa: E402
 from lib.features.registry import METHODS  # noqa: E402
 from lib.features.runs import Region, RunRequest, create_run, read_embedding, train_run  # noqa: E402
 from lib.voxels.importer import import_npz  # noqa: E402
@@ -93,7 +93,8 @@ def main() -> None:
         emb = session.embed(Region(split="test"), name="test")
         x, rows, _ = read_embedding(ref.run_url, emb.name)
         y = np.array([labels_by_row[int(r)] for r in rows], dtype=np.int64)
-        scores = evaluate_embedding(x, y, k=10, pca_dim=64, seed=args.seed)
+        config = ScoreConfig(k=10, pca_dim=64, seed=args.seed, restarts=5, elbow_k_max=None, pic=False)
+        scores = score_embedding(x, y, config=config).metrics["all"]
         metrics = session.ckpt["metrics"]
         out: dict[str, Any] = {
             "method": method,

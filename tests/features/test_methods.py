@@ -16,7 +16,8 @@ from pytorch_metric_learning import miners
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 import lib.features.deepcluster as deepcluster_module
-from lib.evaluation.cluster import KMeansResult, kmeans, nmi
+from lib.evaluation.kmeans import KMeansResult, kmeans
+from lib.evaluation.metrics import nmi
 from lib.features.augment import AugmentConfig, augment
 from lib.features.base import DataInfo, MethodError, VoxelData
 from lib.features.deepcluster import DeepCluster, DeepClusterConfig
@@ -37,7 +38,7 @@ METRIC: dict[str, Any] = {
     "hidden": 16,
 }
 N_TRAIN = 47  # training items of tiny_store (48 generated, the all-empty one refused at import)
-PCA_EPS = 1e-5  # lib.evaluation.cluster.fit_pca's default eps: whitening divides by sqrt(variance + eps)
+PCA_EPS = 1e-5  # lib.evaluation.pca.fit_pca's default eps: whitening divides by sqrt(variance + eps)
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------------
@@ -83,7 +84,7 @@ def voxel_data(n_per_class: int, seed: int = 0) -> VoxelData:
 
 
 def spy_kmeans(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Record every call DeepCluster makes to lib.evaluation.cluster.kmeans (its input and seed) and pass it through."""
+    """Record every call DeepCluster makes to lib.evaluation.kmeans.kmeans (its input and seed) and pass it through."""
     calls: list[dict[str, Any]] = []
 
     def spy(x: np.ndarray, k: int, **kwargs: Any) -> KMeansResult:

@@ -1,0 +1,158 @@
+"""Scoring of one embedding: PCA, k-means with a chosen k, the elbow sweep, PIC and the metrics per split.
+
+Every feature method is judged the same way, by ``score_embedding`` (the comparison report and the quality
+benchmark both call it): one PCA fit (to ``pca_dim`` when the embedding is wider or whitening is asked for;
+also the whitened input of PIC), optional row L2 normalisation, an elbow sweep, then faiss k-means on all
+items with k = the configured k, else the number of classes when the items are labelled (at least 2
+classes), else the knee of the elbow curve, else min(10, N - 1); then ``cluster_summary`` per split
+(``train``, ``test``, ``all``) and PIC on the PCA-whitened, L2-normalised embedding.
+
+Features are used as given (no standardisation); the labels never influence PCA or k-means, they are only
+used to score the result, and rows labelled < 0 (unknown) are left out of the scores only: they are still
+clustered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from lib.evaluation._arrays import F32, ClusterError, _class_labels
+from lib.evaluation.kmeans import ElbowResult, KMeansResult, elbow_ks, elbow_sweep, kmeans
+from lib.evaluation.metrics import ari, cluster_summary, nmi
+from lib.evaluation.pca import fit_pca, l2_normalize
+from lib.evaluation.pic import pic
+
+__all__ = ["EmbeddingScore", "ScoreConfig", "ScoreError", "score_embedding"]
+
+
+class ScoreError(ClusterError):
+    """An embedding that cannot be scored: fewer than 3 items, NaN/inf values, or k above the number of items."""
+
+
+class ScoreConfig(BaseModel):
+    """How an embedding is clustered and scored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int | None = Field(None, ge=2, description="clusters; default: classes when labelled, else the knee")
+    pca_dim: int = Field(64, ge=1, description="PCA width before k-means when the embedding is wider")
+    whiten: bool = Field(False, description="whiten the PCA components (each to unit variance)")
+    l2: bool = Field(False, description="scale rows to unit length before k-means (after PCA)")
+    restarts: int = Field(5, ge=1, description="seeded k-means restarts")
+    elbow_k_max: int | None = Field(20, ge=2, description="elbow sweep over k = 2 .. this; None: no sweep")
+    pic: bool = Field(True, description="also run PIC (power iteration clustering, needs no k)")
+    silhouette_sample: int | None = Field(2000, ge=3, description="silhouette on at most this many rows")
+    seed: int = Field(0, ge=0)
+
+
+_DEFAULT = ScoreConfig()
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddingScore:
+    """What ``score_embedding`` found.
+
+    ``feats`` are the clustered features (after PCA / L2), ``kmeans`` the k-means run with ``k`` clusters,
+    ``elbow`` the sweep (None when skipped), ``metrics`` the ``cluster_summary`` of each split with at
+    least 2 items (``train``, ``test``, ``all``, in that order) plus its ``n_items``, ``scored_split`` the
+    split to read (``test`` if present, else ``all``), ``pic`` PIC's cluster count, largest cluster and,
+    when labelled, NMI / ARI (None when PIC did not run).
+    """
+
+    feats: F32
+    k: int
+    kmeans: KMeansResult
+    elbow: ElbowResult | None
+    metrics: dict[str, dict[str, Any]]
+    scored_split: str
+    pic: dict[str, Any] | None
+
+
+def _split_order(splits: npt.NDArray[Any]) -> list[str]:
+    present = sorted({str(s) for s in splits if s})
+    return [*(s for s in ("train", "test") if s in present), "all"]
+
+
+def score_embedding(
+    x: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    splits: npt.ArrayLike | None = None,
+    config: ScoreConfig = _DEFAULT,
+    n_classes: int | None = None,
+) -> EmbeddingScore:
+    """Cluster and score the rows of ``x`` (see the module docstring).
+
+    ``labels``: integer class per row, < 0 = unknown (all unknown: no label metrics). ``splits``: split
+    name per row (``""`` or None: none), None = no splits (only ``all``). ``n_classes``: the number of
+    classes k defaults to (default: the distinct known labels). Raises ``ScoreError`` with fewer than 3
+    items, NaN/inf values or k above the number of items.
+    """
+    cfg = config
+    emb = np.asarray(x)
+    if emb.ndim != 2:
+        raise ClusterError(f"features must be a 2-D array (rows = items), got shape {emb.shape}")
+    n = len(emb)
+    if n < 3:
+        raise ScoreError(f"only {n} embedded item(s); at least 3 needed")
+    if not np.isfinite(emb).all():
+        bad = int(np.count_nonzero(~np.isfinite(emb).all(axis=1)))
+        raise ScoreError(f"the embedding has NaN/inf values in {bad} of {n} items")
+    y = _class_labels(labels, n, "labels")
+    split_of = np.full(n, "", dtype=object) if splits is None else np.asarray(splits, dtype=object)
+    if split_of.shape != (n,):
+        raise ClusterError(f"splits must be 1-D with one entry per row ({n}), got shape {split_of.shape}")
+    labelled = bool((y >= 0).any())
+    if n_classes is None:
+        n_classes = int(np.unique(y[y >= 0]).size)
+    # One PCA fit serves k-means (when wider or whitened) and PIC (always whitened).
+    reduce = emb.shape[1] > cfg.pca_dim or cfg.whiten
+    model = fit_pca(emb, min(cfg.pca_dim, emb.shape[1])) if reduce or cfg.pic else None
+    if reduce and model is not None:
+        feats = (model.whitened() if cfg.whiten else model).transform(emb)
+    else:
+        feats = np.ascontiguousarray(emb, np.float32)
+    if cfg.l2:
+        feats = l2_normalize(feats)
+
+    sweep = None
+    if cfg.elbow_k_max is not None:
+        sweep = elbow_sweep(feats, elbow_ks(len(feats), cfg.elbow_k_max), seed=cfg.seed)
+    knee = None if sweep is None else sweep.knee
+    k = cfg.k or (n_classes if labelled and n_classes >= 2 else None) or knee or min(10, n - 1)
+    if k > len(feats):
+        raise ScoreError(f"k={k} is larger than the number of items ({len(feats)})")
+    km = kmeans(feats, k, seed=cfg.seed, restarts=cfg.restarts)
+    assign = km.labels
+
+    metrics: dict[str, dict[str, Any]] = {}
+    for split in _split_order(split_of):
+        sel = np.ones(n, bool) if split == "all" else split_of == split
+        if sel.sum() < 2:
+            continue
+        metrics[split] = cluster_summary(
+            feats[sel],
+            assign[sel],
+            labels_true=y[sel] if labelled else None,
+            sample_size=cfg.silhouette_sample,
+            seed=cfg.seed,
+        )
+        metrics[split]["n_items"] = int(sel.sum())
+    scored = "test" if "test" in metrics else "all"
+
+    pic_scores: dict[str, Any] | None = None
+    if cfg.pic and len(feats) > 10 and model is not None:
+        res = pic(model.whitened().transform(emb), l2=True)  # whitened, then rows L2-normalised
+        pic_scores = {"n_clusters": int(res.n_clusters), "largest": int(res.sizes.max())}
+        known = y >= 0
+        if labelled:
+            pic_scores["nmi"] = nmi(y[known], res.labels[known])
+            pic_scores["ari"] = ari(y[known], res.labels[known])
+
+    return EmbeddingScore(
+        feats=feats, k=int(k), kmeans=km, elbow=sweep, metrics=metrics, scored_split=scored, pic=pic_scores
+    )
