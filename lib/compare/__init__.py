@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lib import report
 from lib.errors import VoxclustError
-from lib.evaluation._arrays import ClusterError
+from lib.evaluation.inputs import ClusterError
 from lib.evaluation.score import ScoreConfig, ScoreError, score_embedding
 from lib.features.base import MethodError
 from lib.report import plots

@@ -53,7 +53,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.cluster import kmeans_plusplus
 
-from lib.evaluation._arrays import _BLOCK_ELEMENTS, F32, I64, ClusterError, _as_features
+from lib.evaluation.inputs import _BLOCK_ELEMENTS, F32, I64, ClusterError, _as_features
 
 __all__ = [
     "SMALL_KMEANS_TERMS",

@@ -26,7 +26,7 @@ import scipy.sparse
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 
-from lib.evaluation._arrays import (
+from lib.evaluation.inputs import (
     _BLOCK_ELEMENTS,
     F32,
     I64,

@@ -24,7 +24,7 @@ import numpy.typing as npt
 import scipy.linalg
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
-from lib.evaluation._arrays import _BLOCK_ELEMENTS, F32, F64, ClusterError, _as_features
+from lib.evaluation.inputs import _BLOCK_ELEMENTS, F32, F64, ClusterError, _as_features
 
 __all__ = ["PCAModel", "fit_pca", "l2_normalize", "pca"]
 

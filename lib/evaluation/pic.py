@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse
 
-from lib.evaluation._arrays import F32, I64, ClusterError, _as_features
+from lib.evaluation.inputs import F32, I64, ClusterError, _as_features
 from lib.evaluation.pca import l2_normalize
 
 __all__ = ["PICResult", "pic"]

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from lib.evaluation._arrays import F32, ClusterError, _class_labels
+from lib.evaluation.inputs import F32, ClusterError, _class_labels
 from lib.evaluation.kmeans import ElbowResult, KMeansResult, elbow_ks, elbow_sweep, kmeans
 from lib.evaluation.metrics import ari, cluster_summary, nmi
 from lib.evaluation.pca import fit_pca, l2_normalize

@@ -12,7 +12,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 import lib.evaluation.kmeans as kmeans_module
-from lib.evaluation._arrays import ClusterError
+from lib.evaluation.inputs import ClusterError
 from lib.evaluation.kmeans import ElbowResult, elbow, elbow_ks, elbow_sweep, faiss_num_gpus, kmeans, suggest_k
 from lib.evaluation.metrics import ari
 from lib.evaluation.pca import l2_normalize

@@ -13,7 +13,7 @@ from scipy.special import comb
 from sklearn.datasets import make_blobs
 from sklearn.metrics import silhouette_score
 
-from lib.evaluation._arrays import ClusterError
+from lib.evaluation.inputs import ClusterError
 from lib.evaluation.metrics import ari, cluster_accuracy, cluster_summary, contingency, nmi, purity, silhouette
 from tests.evaluation.data import FloatArray, IntArray, blobs
 

@@ -12,7 +12,7 @@ import pytest
 from sklearn.decomposition import PCA
 
 import lib.evaluation.pca as pca_module
-from lib.evaluation._arrays import ClusterError
+from lib.evaluation.inputs import ClusterError
 from lib.evaluation.pca import fit_pca, l2_normalize, pca
 
 

@@ -11,7 +11,7 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from lib.evaluation._arrays import ClusterError
+from lib.evaluation.inputs import ClusterError
 from lib.evaluation.metrics import ari, purity
 from lib.evaluation.pca import l2_normalize
 from lib.evaluation.pic import PICResult, pic

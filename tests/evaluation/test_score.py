@@ -9,7 +9,7 @@ import numpy.typing as npt
 import pytest
 
 from lib.errors import VoxclustError
-from lib.evaluation._arrays import ClusterError
+from lib.evaluation.inputs import ClusterError
 from lib.evaluation.kmeans import elbow_ks, elbow_sweep, kmeans
 from lib.evaluation.metrics import ari, cluster_summary, nmi
 from lib.evaluation.pca import fit_pca, pca
