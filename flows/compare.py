@@ -19,8 +19,11 @@ from prefect.exceptions import ObjectNotFound
 from prefect.futures import PrefectFuture, as_completed
 
 from flows.features import train_features
-from lib import compare, report
-from lib.compare import CompareConfig, MethodEntry
+from lib import report
+from lib.compare.evaluate import failed_record
+from lib.compare.publish import new_report_url
+from lib.compare.records import MethodResult
+from lib.compare.rows import CompareConfig, MethodEntry, default_entries, run_url_for
 from lib.features.base import MethodError
 from lib.features.runs import Region, RunRequest
 from lib.progress import emit
@@ -77,45 +80,45 @@ def _train(entry: MethodEntry, data_url: str, run_url: str, device: str) -> str 
 
 def _train_one_by_one(
     data_url: str, entries: list[MethodEntry], out_url: str, cfg: CompareConfig, device: str, train: bool
-) -> list[dict[str, Any]]:
+) -> list[MethodResult]:
     log = get_run_logger()
-    records: list[dict[str, Any]] = []
+    records: list[MethodResult] = []
     for i, entry in enumerate(entries):
         emit("compare methods", i, len(entries))
         try:
-            run_url = compare.run_url_for(data_url, entry)
+            run_url = run_url_for(data_url, entry)
         except MethodError as exc:
-            records.append(compare.failed_record(entry, str(exc)))
+            records.append(failed_record(entry, str(exc)))
             continue
         if train:
             error = _train(entry, data_url, run_url, device)
             if error is not None:
-                records.append(compare.failed_record(entry, f"training failed: {error}", run_url))
+                records.append(failed_record(entry, f"training failed: {error}", run_url))
                 log.warning("%s: training failed: %s", entry.name, error)
                 continue
         rec = evaluate_method(data_url, entry, run_url, out_url, cfg)
-        if rec["status"] != "ok":
-            log.warning("%s: %s", entry.name, rec["error"])
+        if not rec.ok:
+            log.warning("%s: %s", entry.name, rec.error)
         records.append(rec)
     return records
 
 
 def _train_side_by_side(
     data_url: str, entries: list[MethodEntry], out_url: str, cfg: CompareConfig, device: str, workers: int
-) -> list[dict[str, Any]]:
+) -> list[MethodResult]:
     """Every training as a task on the flow's task runner (queued in ``entries`` order), each method's
     evaluation submitted when its training ends; records in ``entries`` order."""
     log = get_run_logger()
     threads = settings().train_threads or cpu_share(workers)
     log.info("training up to %d methods side by side, %d CPU thread(s) each", workers, threads)
     by_name = {e.name: e for e in entries}
-    records: dict[str, dict[str, Any]] = {}
+    records: dict[str, MethodResult] = {}
     trainings: dict[PrefectFuture[Any], tuple[MethodEntry, str]] = {}
     for entry in entries:
         try:
-            run_url = compare.run_url_for(data_url, entry)
+            run_url = run_url_for(data_url, entry)
         except MethodError as exc:
-            records[entry.name] = compare.failed_record(entry, str(exc))
+            records[entry.name] = failed_record(entry, str(exc))
             continue
         request = RunRequest(
             method=entry.method, data_url=data_url, options=entry.options, run_url=run_url, device=device
@@ -128,7 +131,7 @@ def _train_side_by_side(
         try:
             fut.result()
         except Exception as exc:  # the task's own error (after its retries)
-            records[entry.name] = compare.failed_record(entry, f"training failed: {exc}", run_url)
+            records[entry.name] = failed_record(entry, f"training failed: {exc}", run_url)
             log.warning("%s: training failed: %s", entry.name, exc)
             continue
         emit("compare methods", len(evaluations), len(entries))
@@ -137,9 +140,9 @@ def _train_side_by_side(
         try:
             records[name] = ev.result()
         except Exception as exc:
-            records[name] = compare.failed_record(by_name[name], f"evaluation failed: {exc}")
-        if records[name]["status"] != "ok":
-            log.warning("%s: %s", name, records[name]["error"])
+            records[name] = failed_record(by_name[name], f"evaluation failed: {exc}")
+        if not records[name].ok:
+            log.warning("%s: %s", name, records[name].error)
     return [records[e.name] for e in entries]
 
 
@@ -168,8 +171,8 @@ def compare_methods(
     """
     log = get_run_logger()
     cfg = config or CompareConfig()
-    entries = methods or compare.default_entries()
-    out_url = report_url or compare.new_report_url(data_url)
+    entries = methods or default_entries()
+    out_url = report_url or new_report_url(data_url)
     workers = train_workers or settings().train_workers
     if train and workers > 1 and train_deployment() is None:
         records = _train_side_by_side(data_url, entries, out_url, cfg, device, workers)

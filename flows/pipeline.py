@@ -9,7 +9,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows.compare import compare_methods
 from flows.voxelize import run_voxelize
-from lib.compare import CompareConfig, resolve_entries
+from lib.compare.rows import CompareConfig, resolve_entries
 
 
 @flow(name="pipeline")

@@ -7,21 +7,23 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lib import compare
-from lib.compare import CompareConfig, MethodEntry
+from lib.compare import evaluate
+from lib.compare import publish as report_folder
+from lib.compare.records import MethodResult
+from lib.compare.rows import CompareConfig, MethodEntry
 from lib.threads import limit_threads
 
 
 @task(name="evaluate-method", tags=["gpu"], retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def evaluate_method(
     data_url: str, entry: MethodEntry, run_url: str, out_url: str, config: CompareConfig, threads: int | None = None
-) -> dict[str, Any]:
+) -> MethodResult:
     """Embed (when stale), cluster, score and draw one method, with at most ``threads`` CPU threads; returns
     its report record."""
     with limit_threads(threads):
-        return compare.evaluate_method(data_url, entry, run_url, out_url, config)
+        return evaluate.evaluate_method(data_url, entry, run_url, out_url, config)
 
 
 @task(name="publish-report", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def publish(data_url: str, out_url: str, records: list[dict[str, Any]], config: CompareConfig) -> dict[str, Any]:
-    return compare.publish(data_url, out_url, records, config)
+def publish(data_url: str, out_url: str, records: list[MethodResult], config: CompareConfig) -> dict[str, Any]:
+    return report_folder.publish(data_url, out_url, records, config)

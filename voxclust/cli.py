@@ -233,7 +233,7 @@ def demo(
                 return
             out.print("[bold]3/3[/bold] training and comparing the feature methods (Prefect flow, demo preset)...")
             from flows.compare import compare_methods
-            from lib.compare import resolve_entries
+            from lib.compare.rows import resolve_entries
 
             report = compare_methods(result["store"]["store"], resolve_entries(preset="demo"))
         _print_report(report, False)
@@ -361,7 +361,7 @@ def _store_url(data_url: str | None) -> str:
 
 
 def _compare_entries(methods: str | None, preset: str | None, options: list[str]) -> Any:
-    from lib.compare import resolve_entries
+    from lib.compare.rows import resolve_entries
 
     names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     overrides: dict[str, dict[str, Any]] = {}
@@ -432,7 +432,7 @@ def compare(
         _prefect_defaults()
         from flows.compare import run_compare
         from flows.runners import prefect_api
-        from lib.compare import CompareConfig
+        from lib.compare.rows import CompareConfig
         from lib.voxels.store import VoxelStore
 
         data_url = _store_url(data_url)
@@ -457,7 +457,7 @@ def report(
         _prefect_defaults()
         from flows.compare import compare_methods
         from flows.runners import prefect_api
-        from lib.compare import CompareConfig, discover_entries
+        from lib.compare.rows import CompareConfig, discover_entries
 
         data_url = _store_url(data_url)
         entries = _compare_entries(methods, preset, []) if methods or preset else discover_entries(data_url)
@@ -474,7 +474,7 @@ def export(
 ) -> None:
     """Cluster assignments per item id (one column per method) as CSV."""
     with _user_errors():
-        from lib.compare import export_csv
+        from lib.compare.publish import export_csv
 
         text = export_csv(_store_url(data_url), report_url)
         if out_file is None:

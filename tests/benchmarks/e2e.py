@@ -42,7 +42,7 @@ offline_prefect()
 
 import numpy as np  # noqa: E402
 
-from lib.compare import PRESETS, CompareConfig, MethodEntry  # noqa: E402
+from lib.compare.rows import PRESETS, CompareConfig, MethodEntry  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "modelnet10" / "voxels32.npz"
 # The seven feature modules, longest training first so the side-by-side schedule ends evenly (the order in

@@ -52,7 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from lib.compare import PRESETS
+    from lib.compare.rows import PRESETS
     from lib.features import runs
     from lib.features.base import DataInfo, VoxelData
     from lib.features.registry import get_method

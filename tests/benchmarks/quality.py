@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 import faiss  # noqa: E402,F401  (before torch)
 import numpy as np  # noqa: E402
 
-from lib.compare import PRESETS, MethodEntry, is_supervised, run_url_for  # noqa: E402
+from lib.compare.rows import PRESETS, MethodEntry, is_supervised, run_url_for  # noqa: E402
 from lib.evaluation.score import ScoreConfig, score_embedding  # noqa: E402
 from lib.features.registry import METHODS  # noqa: E402
 from lib.features.runs import Region, RunRequest, create_run, read_embedding, train_run  # noqa: E402

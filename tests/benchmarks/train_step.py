@@ -54,7 +54,7 @@ METHODS = ["voxnet", "vrn", "autoencoder", "deepcluster", "triplet", "softtriple
 def quality_options(method: str) -> dict[str, Any]:
     """The ``quality`` preset's options for ``method`` (duplicated here so the GPU box needs no store code)."""
     try:
-        from lib.compare import PRESETS
+        from lib.compare.rows import PRESETS
     except ImportError:  # no zarr / boto3 (GPU box): the quality preset adds no options to these rows
         return {}
     return dict(next(e.options for e in PRESETS["quality"] if e.name == method))

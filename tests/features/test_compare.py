@@ -17,17 +17,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from lib.compare import (
-    CompareConfig,
-    CompareError,
-    MethodEntry,
-    discover_entries,
-    evaluate_method,
-    export_csv,
-    latest_report_url,
-    resolve_entries,
-    run_url_for,
-)
+from lib.compare.evaluate import evaluate_method
+from lib.compare.publish import export_csv, latest_report_url
+from lib.compare.rows import CompareConfig, CompareError, MethodEntry, discover_entries, resolve_entries, run_url_for
 from lib.features.runs import RunRequest, create_run, read_embedding
 from lib.storage import open_storage
 from lib.voxels.importer import import_npz
@@ -190,7 +182,7 @@ def test_evaluate_reports_nan_embeddings_and_too_large_k(tiny_store: str, tmp_pa
     create_run(RunRequest(method="raw", data_url=tiny_store, options={}, run_url=run_url, device="cpu"))
     out = str(tmp_path / "out")
     rec = evaluate_method(tiny_store, entry, run_url, out, CompareConfig(k=500, tsne=False))
-    assert rec["status"] == "failed" and "k=500" in rec["error"]
+    assert rec.status == "failed" and "k=500" in str(rec.error)
 
     group = zarr.open_group(open_storage(run_url).zarr_store(), mode="a")
     arr = group["all"]
@@ -199,10 +191,10 @@ def test_evaluate_reports_nan_embeddings_and_too_large_k(tiny_store: str, tmp_pa
     bad[3, 0] = np.nan
     arr[:] = bad
     rec = evaluate_method(tiny_store, entry, run_url, out, CompareConfig(tsne=False))
-    assert rec["status"] == "failed" and "NaN" in rec["error"]
+    assert rec.status == "failed" and "NaN" in str(rec.error)
 
     missing = evaluate_method(tiny_store, entry, str(tmp_path / "nothing"), out, CompareConfig(tsne=False))
-    assert missing["status"] == "failed" and "not trained" in missing["error"]
+    assert missing.status == "failed" and "not trained" in str(missing.error)
 
 
 def test_unlabelled_store_uses_the_knee(unlabelled_store: str, tmp_path: Path) -> None:
@@ -210,14 +202,14 @@ def test_unlabelled_store_uses_the_knee(unlabelled_store: str, tmp_path: Path) -
     run_url = str(tmp_path / "run")
     create_run(RunRequest(method="raw", data_url=unlabelled_store, options={}, run_url=run_url, device="cpu"))
     rec = evaluate_method(unlabelled_store, entry, run_url, str(tmp_path / "out"), FAST)
-    assert rec["status"] == "ok", rec["error"]
-    assert set(rec["metrics"]) == {"all"} and "nmi" not in rec["metrics"]["all"]
-    assert rec["k"] == (rec["knee"] or 10) and "contingency" not in rec["images"]
-    assert rec["metrics"]["all"]["silhouette"] is not None
+    assert rec.status == "ok", rec.error
+    assert set(rec.metrics) == {"all"} and rec.metrics["all"].nmi is None
+    assert rec.k == (rec.knee or 10) and "contingency" not in rec.images
+    assert rec.metrics["all"].silhouette is not None
     unit = evaluate_method(
         unlabelled_store, entry, run_url, str(tmp_path / "out2"), FAST.model_copy(update={"whiten": True, "l2": True})
     )
-    assert unit["status"] == "ok" and unit["metrics"]["all"]["inertia"] <= unit["n_items"]  # unit rows
+    assert unit.status == "ok" and unit.metrics["all"].inertia <= (unit.n_items or 0)  # unit rows
 
 
 def test_resolve_entries_and_run_locations(tiny_store: str) -> None:

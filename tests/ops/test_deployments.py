@@ -60,7 +60,7 @@ def test_every_deployment_has_a_defined_pool_and_a_loadable_flow(spec: dict[str,
 
 def test_pipeline_voxelizes_a_batch_and_publishes_the_comparison(prefect_api: str, tmp_path: Path) -> None:
     from flows.pipeline import pipeline
-    from lib.compare import CompareConfig
+    from lib.compare.rows import CompareConfig
 
     batch = str(tmp_path / "inbox" / "b1")
     write_demo_batch(batch, n_per_class=2, seed=0)
@@ -76,7 +76,7 @@ def test_pipeline_voxelizes_a_batch_and_publishes_the_comparison(prefect_api: st
 
 def test_pipeline_refuses_unknown_methods_before_any_work(prefect_api: str, tmp_path: Path) -> None:
     from flows.pipeline import pipeline
-    from lib.compare import CompareError
+    from lib.compare.rows import CompareError
 
     with pytest.raises(CompareError, match="unknown method"):
         pipeline(str(tmp_path / "nothing"), str(tmp_path / "store"), methods=["kmeans"])

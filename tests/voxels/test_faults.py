@@ -100,7 +100,7 @@ def test_voxelize_and_compare_complete_through_s3_faults(
 
     # compare through the same faults
     from flows.compare import compare_methods
-    from lib.compare import CompareConfig, MethodEntry
+    from lib.compare.rows import CompareConfig, MethodEntry
 
     before = faulty.faults
     report = compare_methods(

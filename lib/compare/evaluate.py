@@ -1,0 +1,115 @@
+"""One method of a comparison: its run's embedding of every stored item scored
+(:func:`lib.evaluation.score.score_embedding`), drawn (:mod:`lib.compare.figures`) and returned as a
+:class:`MethodResult`. Labels play no part until scoring.
+
+A method that failed (to train, or with NaNs in its embedding, or with fewer items than k) gets a failed
+record with its error, so that the rest of the report is still produced.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from lib.compare.figures import FigureInputs, method_images
+from lib.compare.records import MethodResult
+from lib.compare.rows import CompareConfig, CompareError, MethodEntry, is_supervised
+from lib.evaluation.inputs import ClusterError
+from lib.evaluation.score import ScoreError, score_embedding
+from lib.features.base import MethodError
+from lib.storage import Storage, open_storage
+from lib.voxels.store import VoxelStore
+
+
+def ensure_embedding(run_url: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The run's embedding of every stored item, (re)computed when missing or stale (store grew, run trained on)."""
+    from lib.features.runs import RUN_JSON, Region, Session, read_embedding
+
+    if not open_storage(run_url).exists(RUN_JSON):
+        raise CompareError(f"not trained: no run at {run_url}")
+    session = Session(run_url)
+    if session.method.trainable and session.ckpt["epochs_done"] < session.ref.epochs:
+        raise CompareError(f"not trained: {session.ckpt['epochs_done']} of {session.ref.epochs} epochs at {run_url}")
+    session.finish()
+    session.embed(Region(split="all"), "all", reuse=True)
+    return read_embedding(run_url, "all")
+
+
+def failed_record(entry: MethodEntry, error: str, run_url: str | None = None) -> MethodResult:
+    return MethodResult.failed(entry.name, entry.method, entry.options, is_supervised(entry), error, run_url)
+
+
+def evaluate_method(
+    data_url: str, entry: MethodEntry, run_url: str, out_url: str, config: CompareConfig | None = None
+) -> MethodResult:
+    """Cluster, score and draw one method's embedding of every stored item; images and the assignment go to
+    ``out_url``. Returns the method's report record (a failed record on bad embeddings or too few items)."""
+    cfg = config or CompareConfig()
+    try:
+        return _evaluate(data_url, entry, run_url, open_storage(out_url), cfg)
+    except (MethodError, ClusterError, CompareError) as exc:
+        return failed_record(entry, str(exc), run_url)
+
+
+def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg: CompareConfig) -> MethodResult:
+    x, rows, attrs = ensure_embedding(run_url)
+    store = VoxelStore.open(data_url)
+    m = store.manifest()
+    by_row = {r["row"]: r for r in m.items}
+    labels = np.array([-1 if by_row[int(r)]["label"] is None else by_row[int(r)]["label"] for r in rows], np.int64)
+    splits = np.array([by_row[int(r)]["split"] or "" for r in rows], dtype=object)
+    try:
+        score = score_embedding(x, labels, splits, cfg, n_classes=len(m.classes))
+    except ScoreError as exc:  # too few items, NaN/inf or k too large: name the method
+        raise CompareError(f"{entry.name}: {exc}") from exc
+    k, km, sweep = score.k, score.kmeans, score.elbow
+    metrics, scored = score.metrics, score.scored_split
+    assign = km.labels
+
+    images = method_images(FigureInputs(entry.name, x, rows, labels, list(m.classes), score, store), out, cfg)
+    assignments_key = f"clusters/{entry.name}.json"
+    out.write_json(
+        assignments_key,
+        {"rows": [int(r) for r in rows], "clusters": [int(c) for c in assign], "k": int(k), "method": entry.name},
+    )
+    run_metrics = dict(attrs.get("metrics") or {})
+    history = list(attrs.get("history") or [])
+    return MethodResult.model_validate(
+        {
+            "name": entry.name,
+            "method": entry.method,
+            "options": entry.options,
+            "supervised": is_supervised(entry),
+            "status": "ok",
+            "error": None,
+            "dim": int(x.shape[1]),
+            "n_items": len(x),
+            "k": int(k),
+            "train_seconds": _num(run_metrics.get("train_seconds")),
+            "metrics": metrics,
+            "scored_split": scored,
+            "method_metrics": {
+                key: _num(v) for key, v in run_metrics.items() if key != "train_seconds" and isinstance(v, int | float)
+            },
+            "elbow": [[int(a), float(b)] for a, b in zip(sweep.ks, sweep.inertias, strict=True)] if sweep else [],
+            "knee": None if sweep is None else sweep.knee,
+            "pic": score.pic,
+            "images": images,
+            "run_url": run_url,
+            "assignments_url": f"{out.url}/{assignments_key}",
+            "history": _light_history(history),
+        }
+    )
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, int | float) and math.isfinite(float(value)):
+        return float(value)
+    return None
+
+
+def _light_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-epoch scalars only (cluster size lists and the like stay in the run)."""
+    return [{k: v for k, v in h.items() if isinstance(v, int | float) and not isinstance(v, bool)} for h in history]

@@ -1,0 +1,92 @@
+"""The pictures of one method in a comparison: contingency heat map, PCA and t-SNE maps, cluster strips."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lib.compare.rows import CompareConfig
+from lib.evaluation.score import EmbeddingScore
+from lib.report import plots
+from lib.storage import Storage
+from lib.voxels.store import VoxelStore
+
+
+@dataclass(frozen=True, eq=False)
+class FigureInputs:
+    """What one method's pictures are drawn from: its embedding, the stored items it embeds, and its score."""
+
+    name: str  # the comparison row
+    embedding: np.ndarray  # (N, D), one row per embedded item
+    rows: np.ndarray  # the store rows of those items
+    labels: np.ndarray  # class index per item, -1 when unknown
+    classes: list[str]
+    score: EmbeddingScore
+    store: VoxelStore  # for the thumbnails of cluster members
+
+
+def method_images(inputs: FigureInputs, out: Storage, cfg: CompareConfig) -> dict[str, str]:
+    """Draw the method's pictures into ``out``; returns picture kind -> file name."""
+    name, x, rows, labels, classes = inputs.name, inputs.embedding, inputs.rows, inputs.labels, inputs.classes
+    assign, centroids, feats = inputs.score.kmeans.labels, inputs.score.kmeans.centroids, inputs.score.feats
+    metrics, scored, store = inputs.score.metrics, inputs.score.scored_split, inputs.store
+    images: dict[str, str] = {}
+
+    def put(kind: str, png: bytes) -> None:
+        key = f"{name}-{kind}.png"
+        out.write_bytes(key, png)
+        images[kind] = key
+
+    labelled = bool((labels >= 0).any())
+    sm = metrics.get(scored, {})
+    if labelled and "contingency" in sm:
+        names = [classes[int(c)] if 0 <= int(c) < len(classes) else str(c) for c in sm["classes"]]
+        put(
+            "contingency",
+            plots.contingency_heatmap(
+                np.asarray(sm["contingency"]),
+                names,
+                [str(c) for c in sm["clusters"]],
+                title=f"{name}: classes x clusters ({scored} split)",
+            ),
+        )
+    cluster_names = [f"cluster {c}" for c in range(int(assign.max()) + 1)]
+    label_names = classes if labelled else None
+    put(
+        "pca",
+        plots.scatter_2d(
+            plots.map_2d(x, "pca", seed=cfg.seed),
+            labels if labelled else assign,
+            names=label_names if labelled else cluster_names,
+            title=f"{name}: PCA, coloured by {'label' if labelled else 'cluster'}",
+        ),
+    )
+    if cfg.tsne:
+        rng = np.random.default_rng(cfg.seed)
+        idx = np.arange(len(x))
+        if len(x) > cfg.tsne_max_points:
+            idx = np.sort(rng.choice(len(x), cfg.tsne_max_points, replace=False))
+        xy = plots.map_2d(x[idx], "tsne", seed=cfg.seed)
+        sample = f", sample of {len(idx)}" if len(idx) < len(x) else ""
+        if labelled:
+            put(
+                "tsne",
+                plots.scatter_2d(xy, labels[idx], names=label_names, title=f"{name}: t-SNE, coloured by label{sample}"),
+            )
+        put(
+            "tsne_clusters",
+            plots.scatter_2d(xy, assign[idx], names=cluster_names, title=f"{name}: t-SNE, coloured by cluster{sample}"),
+        )
+    # Thumbnails: the members of each cluster nearest its centroid.
+    groups: list[tuple[str, np.ndarray]] = []
+    for c in range(len(centroids)):
+        members = np.flatnonzero(assign == c)
+        if not len(members):
+            continue
+        d = ((feats[members] - centroids[c]) ** 2).sum(axis=1)
+        pick = members[np.argsort(d, kind="stable")[: cfg.strip_members]]
+        groups.append((f"{c} ({len(members)})", store.read(rows[pick])))
+    if groups:
+        put("strips", plots.cluster_strips(groups, max_per_cluster=cfg.strip_members))
+    return images

@@ -1,0 +1,118 @@
+"""A comparison's report folder: shared plots, ``report.json`` (a validated :class:`Report`), the HTML page,
+``assignments.csv``, and ``<store>/reports/latest.json`` pointing at the newest."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from typing import Any
+
+from lib.compare.records import REPORT_JSON, MethodResult, Report
+from lib.compare.rows import CompareConfig, CompareError
+from lib.report import html, plots, table
+from lib.storage import Storage, open_storage
+from lib.voxels.store import VoxelStore
+
+REPORTS = "reports"
+LATEST = "latest.json"
+
+
+def new_report_url(data_url: str) -> str:
+    return f"{data_url.rstrip('/')}/{REPORTS}/compare-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def latest_report_url(data_url: str) -> str:
+    storage = open_storage(f"{data_url.rstrip('/')}/{REPORTS}")
+    if not storage.exists(LATEST):
+        raise CompareError(f"{data_url}: no comparison report yet (run voxclust compare first)")
+    return str(storage.read_json(LATEST)["url"])
+
+
+def publish(
+    data_url: str, out_url: str, records: list[MethodResult], config: CompareConfig | None = None
+) -> dict[str, Any]:
+    """Shared plots, ``report.json``, ``report.html``, ``assignments.csv``; ``latest.json`` points here.
+
+    Returns ``{"report": the report (JSON form), "html_url", "json_url", "csv_url", "images": {name: url}}``."""
+    cfg = config or CompareConfig()
+    out = open_storage(out_url)
+    store = VoxelStore.open(data_url)
+    m = store.manifest()
+    stored = store.records()
+    labelled = any(r["label"] is not None for r in stored)
+    ok = [r for r in records if r.ok]
+
+    shared: dict[str, str] = {}
+    curves = {r.name: [(int(a), float(b)) for a, b in r.elbow] for r in ok if r.elbow}
+    if curves:
+        out.write_bytes("elbow.png", plots.elbow_plot(curves, {r.name: r.knee for r in ok}))
+        shared["elbow"] = "elbow.png"
+    histories: dict[str, list[dict[str, Any]]] = {r.name: list(r.history) for r in records}
+    if any(any("loss" in h for h in hist) for hist in histories.values()):
+        out.write_bytes("loss.png", plots.loss_curves(histories))
+        shared["loss"] = "loss.png"
+    for r in records:
+        if r.method == "deepcluster" and any("nmi_previous" in h for h in r.history):
+            key = f"{r.name}-nmi.png"
+            out.write_bytes(key, plots.nmi_per_epoch(r.history))
+            shared.setdefault("deepcluster_nmi", key)
+
+    rep = Report(
+        data_url=store.url,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        n_items=len(stored),
+        labelled=labelled,
+        classes=list(m.classes),
+        k=cfg.k or (len(m.classes) if labelled else None),
+        scored_split="test" if any(r.scored_split == "test" for r in ok) else "all",
+        config=cfg.model_dump(mode="json"),
+        images=shared,
+        methods=records,
+    )
+    doc = rep.model_dump(mode="json")
+    doc["best_method"] = rep.best_method = table.best_method(doc)
+
+    images: dict[str, bytes] = {}
+    for name in [*shared.values(), *(v for r in records for v in r.images.values())]:
+        if out.exists(name):
+            images[name] = out.read_bytes(name)
+    out.write_json(REPORT_JSON, doc)
+    out.write_bytes("report.html", html.render_html(doc, images).encode())
+    out.write_bytes("assignments.csv", assignments_csv(store, out, records).encode())
+    open_storage(f"{store.url.rstrip('/')}/{REPORTS}").write_json(LATEST, {"url": out.url, "created": rep.created})
+    return {
+        "report": doc,
+        "html_url": f"{out.url}/report.html",
+        "json_url": f"{out.url}/{REPORT_JSON}",
+        "csv_url": f"{out.url}/assignments.csv",
+        "images": {name: f"{out.url}/{name}" for name in images},
+    }
+
+
+def assignments_csv(store: VoxelStore, out: Storage, records: list[MethodResult]) -> str:
+    """One line per stored item: item_id, row, split, label, then each method's cluster ('' where none)."""
+    m = store.manifest()
+    cols: dict[str, dict[int, int]] = {}
+    for r in records:
+        if r.ok:
+            data = out.read_json(f"clusters/{r.name}.json")
+            cols[r.name] = dict(zip(data["rows"], data["clusters"], strict=True))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["item_id", "row", "split", "label", *cols])
+    for rec in store.records():
+        label = m.classes[rec["label"]] if rec["label"] is not None else ""
+        w.writerow(
+            [rec["item_id"], rec["row"], rec["split"] or "", label, *(c.get(rec["row"], "") for c in cols.values())]
+        )
+    return buf.getvalue()
+
+
+def export_csv(data_url: str, report_url: str | None = None) -> str:
+    """The ``assignments.csv`` of a report (default: the store's latest)."""
+    url = report_url or latest_report_url(data_url)
+    storage = open_storage(url)
+    if not storage.exists("assignments.csv"):
+        raise CompareError(f"{url}: no assignments.csv (not a finished comparison report)")
+    return storage.read_bytes("assignments.csv").decode()

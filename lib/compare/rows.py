@@ -1,0 +1,167 @@
+"""What a comparison compares: its rows (a name, a registered method, its options), the presets, the
+clustering options, and where each row's run lives.
+
+Each entry's run lives at ``<store>/runs/<name>-<hash of method and options>``, so running a comparison
+again, or the quality benchmark on the same store, reuses every finished run instead of training it again;
+a changed option means another run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lib.errors import VoxclustError
+from lib.evaluation.score import ScoreConfig
+from lib.features.base import MethodError
+from lib.storage import open_storage
+
+
+class CompareError(VoxclustError, ValueError):
+    """Bad input to a comparison (unknown preset or row, bad options)."""
+
+
+class MethodEntry(BaseModel):
+    """One row of a comparison: a name, a registered method and its options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)
+    method: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class CompareConfig(ScoreConfig):
+    """How embeddings are clustered, scored (the :class:`ScoreConfig` fields) and drawn, the same for every
+    method."""
+
+    pca_dim: int = Field(64, ge=2, description="PCA width before k-means when the embedding is wider")
+    elbow_k_max: int = Field(20, ge=3, description="elbow sweep over k = 2 .. this")
+    silhouette_sample: int = Field(2000, ge=10)
+    tsne: bool = Field(True, description="draw t-SNE maps")
+    tsne_max_points: int = Field(3000, ge=10, description="t-SNE on a seeded sample of at most this many items")
+    strip_members: int = Field(8, ge=1, le=32, description="thumbnails per cluster")
+
+
+# The CPU budget of each method on 2 cores for ModelNet10 (the quality benchmark's table): the method's
+# defaults plus what is written here.
+PRESETS: dict[str, list[MethodEntry]] = {
+    "quality": [
+        MethodEntry(name="raw", method="raw"),
+        MethodEntry(name="random_cnn", method="deepcluster", options={"epochs": 0}),
+        MethodEntry(name="deepcluster", method="deepcluster"),
+        MethodEntry(name="autoencoder", method="autoencoder"),
+        MethodEntry(name="triplet", method="triplet"),
+        MethodEntry(name="softtriple", method="softtriple"),
+        MethodEntry(name="voxnet", method="voxnet"),
+        MethodEntry(
+            name="softtriple_supervised",
+            method="softtriple",
+            options={"mode": "supervised", "batch_size": 64, "epochs": 10},
+        ),
+        MethodEntry(name="vrn", method="vrn"),  # width 8, strided stem: the full-size network needs a GPU
+    ],
+    # Minutes on 2 cores for the demo batch (140 shapes): every method, briefly.
+    "demo": [
+        MethodEntry(name="raw", method="raw"),
+        MethodEntry(name="deepcluster", method="deepcluster", options={"k": 20, "epochs": 4, "batch_size": 32}),
+        MethodEntry(name="autoencoder", method="autoencoder", options={"epochs": 4}),
+        MethodEntry(name="triplet", method="triplet", options={"epochs": 2}),
+        MethodEntry(name="softtriple", method="softtriple", options={"epochs": 2}),
+        MethodEntry(name="voxnet", method="voxnet", options={"epochs": 6}),
+        MethodEntry(name="vrn", method="vrn", options={"epochs": 1, "stem_stride": 2}),
+    ],
+}
+
+
+def default_entries() -> list[MethodEntry]:
+    """Every registered method with its defaults."""
+    from lib.features.registry import METHODS
+
+    return [MethodEntry(name=name, method=name) for name in METHODS]
+
+
+def resolve_entries(
+    names: list[str] | None = None, preset: str | None = None, overrides: dict[str, dict[str, Any]] | None = None
+) -> list[MethodEntry]:
+    """The rows to compare: a preset (default: every registered method with its defaults), optionally cut to
+    ``names`` (a preset row name or a registered method), with per-row option overrides."""
+    from lib.features.registry import METHODS
+
+    if preset is None or preset == "default":
+        base = default_entries()
+    elif preset in PRESETS:
+        base = list(PRESETS[preset])
+    else:
+        raise CompareError(f"unknown preset {preset!r}; presets: default, {', '.join(PRESETS)}")
+    by_name = {e.name: e for e in base}
+    if names:
+        entries = []
+        for n in names:
+            if n in by_name:
+                entries.append(by_name[n])
+            elif n in METHODS:
+                entries.append(MethodEntry(name=n, method=n))
+            else:
+                raise CompareError(f"unknown method or row {n!r}; choose from: {', '.join({**by_name, **METHODS})}")
+    else:
+        entries = base
+    if len({e.name for e in entries}) != len(entries):
+        raise CompareError("each row may appear only once")
+    for row in overrides or {}:
+        if row not in {e.name for e in entries}:
+            raise CompareError(f"--set names row {row!r}, which is not compared ({', '.join(e.name for e in entries)})")
+    out = []
+    for e in entries:
+        opts = {**e.options, **(overrides or {}).get(e.name, {})}
+        out.append(e.model_copy(update={"options": opts}))
+    return out
+
+
+def run_url_for(data_url: str, entry: MethodEntry) -> str:
+    """Where this entry's run lives: ``<store>/runs/<name>-<8 hex of the validated method config>``."""
+    from lib.features.runs import default_run_url, make_config
+
+    cfg = make_config(entry.method, entry.options).model_dump(mode="json")
+    digest = hashlib.sha256(json.dumps([entry.method, cfg], sort_keys=True).encode()).hexdigest()[:8]
+    return default_run_url(data_url, entry.method, f"{entry.name}-{digest}")
+
+
+def discover_entries(data_url: str) -> list[MethodEntry]:
+    """The entries of the runs already under ``<store>/runs`` that a comparison made (``<name>-<hash>`` folders
+    whose hash matches their method and config), in name order."""
+    from lib.features.runs import RUN_JSON, RunSpec
+
+    runs = open_storage(f"{data_url.rstrip('/')}/runs")
+    found: dict[str, tuple[float, MethodEntry]] = {}
+    for obj in runs.list():
+        folder, _, leaf = obj.key.rpartition("/")
+        if leaf != RUN_JSON or "/" in folder or "-" not in folder:
+            continue
+        name = folder.rsplit("-", 1)[0]
+        try:
+            spec = RunSpec.model_validate(runs.read_json(obj.key))
+            entry = MethodEntry(name=name, method=spec.method, options=spec.config)
+            if not run_url_for(data_url, entry).rstrip("/").endswith(f"/runs/{folder}"):
+                continue
+        except (ValueError, MethodError):
+            continue
+        if name not in found or spec.created > found[name][0]:  # a row run with other options: the newest
+            found[name] = (spec.created, entry)
+    if not found:
+        raise CompareError(f"{data_url}: no comparison runs under runs/ (run voxclust compare first)")
+    return [found[name][1] for name in sorted(found)]
+
+
+def is_supervised(entry: MethodEntry) -> bool:
+    """Whether the entry's method trains on the store's labels (unknown methods or options: False)."""
+    from lib.features.registry import get_method
+    from lib.features.runs import make_config
+
+    try:
+        return bool(get_method(entry.method).needs_labels(make_config(entry.method, entry.options)))
+    except MethodError:
+        return False
