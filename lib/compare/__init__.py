@@ -41,11 +41,12 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from lib import report
 from lib.errors import VoxclustError
 from lib.evaluation import cluster
 from lib.features.base import MethodError
 from lib.report import plots
+from lib.report.html import render_html
+from lib.report.table import best_method
 from lib.storage import Storage, open_storage
 from lib.voxels.store import VoxelStore
 
@@ -497,14 +498,14 @@ def publish(
         "images": shared,
         "methods": records,
     }
-    rep["best_method"] = report.best_method(rep)
+    rep["best_method"] = best_method(rep)
 
     images: dict[str, bytes] = {}
     for name in [*shared.values(), *(v for r in records for v in (r.get("images") or {}).values())]:
         if out.exists(name):
             images[name] = out.read_bytes(name)
     out.write_json("report.json", rep)
-    out.write_bytes("report.html", report.render_html(rep, images).encode())
+    out.write_bytes("report.html", render_html(rep, images).encode())
     out.write_bytes("assignments.csv", assignments_csv(store, out, records).encode())
     open_storage(f"{store.url.rstrip('/')}/{REPORTS}").write_json(LATEST, {"url": out.url, "created": rep["created"]})
     return {
