@@ -19,7 +19,6 @@ from prefect.exceptions import ObjectNotFound
 from prefect.futures import PrefectFuture, as_completed
 
 from flows.features import train_features
-from lib import report
 from lib.compare.evaluate import failed_record
 from lib.compare.publish import new_report_url
 from lib.compare.records import MethodResult
@@ -27,6 +26,8 @@ from lib.compare.rows import CompareConfig, MethodEntry, default_entries, run_ur
 from lib.features.base import MethodError
 from lib.features.runs import Region, RunRequest
 from lib.progress import emit
+from lib.report.markdown import render_markdown
+from lib.report.table import table_rows
 from lib.settings import settings
 from lib.storage import open_storage
 from lib.threads import cpu_share
@@ -184,10 +185,10 @@ def compare_methods(
     rep = result["report"]
     out = open_storage(out_url)
     html = out.browser_url("report.html")
-    rows = report.table_rows(rep)
+    rows = table_rows(rep)
     create_table_artifact(rows, key=_key(artifact_prefix, "table"), description="metrics per method")
     create_markdown_artifact(
-        report.render_markdown(rep, {"HTML report": html, "assignments (CSV)": out.browser_url("assignments.csv")}),
+        render_markdown(rep, {"HTML report": html, "assignments (CSV)": out.browser_url("assignments.csv")}),
         key=_key(artifact_prefix, "summary"),
         description="comparison summary",
     )

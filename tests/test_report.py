@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from lib.report import BASE_COLUMNS, best_method, columns, render_html, render_markdown, table_rows
+from lib.report.html import render_html
+from lib.report.markdown import render_markdown
+from lib.report.table import BASE_COLUMNS, best_method, columns, table_rows
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EVIL = '<script>alert("x")</script> CUDA out of memory & more'

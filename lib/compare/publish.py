@@ -10,7 +10,9 @@ from typing import Any
 
 from lib.compare.records import REPORT_JSON, MethodResult, Report
 from lib.compare.rows import CompareConfig, CompareError
-from lib.report import html, plots, table
+from lib.report import plots
+from lib.report.html import render_html
+from lib.report.table import best_method
 from lib.storage import Storage, open_storage
 from lib.voxels.store import VoxelStore
 
@@ -71,14 +73,14 @@ def publish(
         methods=records,
     )
     doc = rep.model_dump(mode="json")
-    doc["best_method"] = rep.best_method = table.best_method(doc)
+    doc["best_method"] = rep.best_method = best_method(doc)
 
     images: dict[str, bytes] = {}
     for name in [*shared.values(), *(v for r in records for v in r.images.values())]:
         if out.exists(name):
             images[name] = out.read_bytes(name)
     out.write_json(REPORT_JSON, doc)
-    out.write_bytes("report.html", html.render_html(doc, images).encode())
+    out.write_bytes("report.html", render_html(doc, images).encode())
     out.write_bytes("assignments.csv", assignments_csv(store, out, records).encode())
     open_storage(f"{store.url.rstrip('/')}/{REPORTS}").write_json(LATEST, {"url": out.url, "created": rep.created})
     return {

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from lib.compare.evaluate import evaluate_method
 from lib.compare.publish import export_csv, latest_report_url
+from lib.compare.records import read_report
 from lib.compare.rows import CompareConfig, CompareError, MethodEntry, discover_entries, resolve_entries, run_url_for
 from lib.features.runs import RunRequest, create_run, read_embedding
 from lib.storage import open_storage
@@ -103,6 +104,7 @@ def test_compare_flow_on_s3_publishes_artifacts_and_a_self_contained_report(pref
     assert sum(dc["metrics"]["all"]["sizes"]) == 59 and (dc["knee"] is None or isinstance(dc["knee"], int))
     assert [h["epoch"] for h in dc["history"]] == [0, 1] and "nmi_previous" in dc["history"][1]
     assert {"contingency", "pca", "tsne", "tsne_clusters", "strips"} <= set(dc["images"])
+    assert read_report(out).model_dump(mode="json") == rep  # report.json reads back as a valid Report
 
     html = out.read_bytes("report.html").decode()
     pngs = _embedded_pngs(html)
