@@ -1,4 +1,6 @@
-"""Shared fixtures: a real S3 server (moto's, on 127.0.0.1, ephemeral port), Prefect offline settings."""
+"""Shared fixtures: a real S3 server (moto's, on 127.0.0.1, ephemeral port), Prefect offline settings, and
+tiny voxel stores (16^3 synthetic shapes of three kinds, with labels and a train/test split, imported through
+the real importer into a real store)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import S3Server
+from lib.voxels.importer import import_npz
+from tests.support import S3Server, write_npz
 
 # Prefect offline, isolated from the user's home; set before anything imports prefect.
 _PREFECT_HOME = tempfile.mkdtemp(prefix="voxclust-prefect-")
@@ -65,3 +68,27 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not present")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("tiny")
+    url = str(root / "store")
+    import_npz(write_npz(root / "tiny.npz"), url, classes=["box", "ball", "rod"])
+    return url
+
+
+@pytest.fixture(scope="session")
+def unlabelled_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("unlabelled")
+    url = str(root / "store")
+    import_npz(write_npz(root / "u.npz", labelled=False), url)
+    return url
+
+
+@pytest.fixture
+def s3_store(s3_bucket: str, tmp_path: Path) -> str:
+    """The tiny labelled store on moto's S3."""
+    url = f"s3://{s3_bucket}/store"
+    import_npz(write_npz(tmp_path / "tiny.npz"), url, classes=["box", "ball", "rod"])
+    return url

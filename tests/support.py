@@ -1,7 +1,9 @@
-"""Test and benchmark support: a real S3 server (moto's) in its own process on 127.0.0.1."""
+"""Test and benchmark support: a real S3 server (moto's) in its own process on 127.0.0.1, synthetic voxel
+shapes, and helpers that several test modules share."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -12,6 +14,8 @@ import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def offline_prefect() -> None:
@@ -98,3 +102,69 @@ class S3Server:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+# -- shared by several test modules -----------------------------------------------------------------------
+def shapes(n_per_class: int, seed: int, r: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes, balls and vertical rods of random size and position (upright, like scans)."""
+    rng = np.random.default_rng(seed)
+    idx = np.indices((r, r, r)).transpose(1, 2, 3, 0)
+    grids, labels = [], []
+    for label in range(3):
+        for _ in range(n_per_class):
+            c = rng.uniform(r * 0.35, r * 0.65, size=3)
+            s = rng.uniform(r * 0.18, r * 0.3)
+            d = idx - c
+            if label == 0:
+                g = (np.abs(d) <= s).all(axis=-1)
+            elif label == 1:
+                g = (d**2).sum(-1) <= s**2
+            else:
+                g = ((d[..., :2] ** 2).sum(-1) <= (s * 0.4) ** 2) & (np.abs(d[..., 2]) <= s * 1.6)
+            grids.append(g)
+            labels.append(label)
+    return np.stack(grids), np.array(labels)
+
+
+def write_npz(path: Path, n_per_class: int = 16, seed: int = 0, labelled: bool = True) -> Path:
+    x_tr, y_tr = shapes(n_per_class, seed)
+    x_te, y_te = shapes(max(2, n_per_class // 4), seed + 1)
+    x_tr[-1] = False  # an all-empty grid (a failed scan): regions drop it
+    if labelled:
+        np.savez(path, X_train=x_tr, y_train=y_tr, X_test=x_te, y_test=y_te)
+    else:
+        np.savez(path, X=np.concatenate([x_tr, x_te]))
+    return path
+
+
+def task_runs(flow_run_id: object) -> list[tuple[str, list[str]]]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read() -> list[tuple[str, list[str]]]:
+        async with get_client() as client:
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            return [(r.name, list(r.tags)) for r in runs]
+
+    return asyncio.run(read())
+
+
+def cli_stderr(result) -> str:  # type: ignore[no-untyped-def]
+    try:
+        return str(result.stderr)
+    except (ValueError, AttributeError):  # click without separate stderr capture
+        return str(result.output)
+
+
+def assert_user_error(result, *fragments: str) -> str:  # type: ignore[no-untyped-def]
+    """Exit code 2, one line 'error: ...' on stderr, no traceback, nothing on stdout."""
+    assert result.exit_code == 2, result.output
+    err = cli_stderr(result)
+    assert err.startswith("error: "), err
+    assert err.endswith("\n") and err.count("\n") == 1, repr(err)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.stdout == ""
+    for f in fragments:
+        assert f in err, err
+    return err

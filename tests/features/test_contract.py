@@ -58,27 +58,14 @@ class MethodContract:
         if not METHODS[self.method].trainable:
             pytest.skip("nothing to resume")
         _, whole = self.run(tiny_store, tmp_path / "whole")
-        ref = create_run(
-            RunRequest(
-                method=self.method,
-                data_url=tiny_store,
-                options=self.options,
-                run_url=str(tmp_path / "cut"),
-                device="cpu",
-            )
+        request = RunRequest(
+            method=self.method, data_url=tiny_store, options=self.options, run_url=str(tmp_path / "cut"), device="cpu"
         )
+        ref = create_run(request)
         first = Session(ref.run_url)  # one worker does epoch 0 and "dies"
         first.prepare(0)
         first.train(0)
-        again = create_run(
-            RunRequest(
-                method=self.method,
-                data_url=tiny_store,
-                options=self.options,
-                run_url=str(tmp_path / "cut"),
-                device="cpu",
-            )
-        )
+        again = create_run(request)
         assert again.epochs_done == 1  # the same spec resumes
         second = Session(ref.run_url)  # another process picks it up from the checkpoint
         assert second.train(0)["epoch"] == 0  # a finished step is not redone

@@ -25,7 +25,7 @@ from lib.features.runs import RunRef, RunRequest, Session, create_run, fit, read
 from lib.features.softtriple import SoftTriple, SoftTripleConfig
 from lib.features.triplet import Triplet, TripletConfig
 from lib.voxels.importer import import_npz
-from tests.features.conftest import shapes, write_npz
+from tests.support import shapes, write_npz
 
 AUG: dict[str, Any] = {"rotation": "discrete", "z_steps": 4, "shift": 1}
 DC_OPTIONS: dict[str, Any] = {"epochs": 3, "batch_size": 8, "k": 6, "width": 4, "feature_dim": 16, "augment": AUG}

@@ -3,7 +3,6 @@ runs on real S3 (moto's server), resume after a worker died, and the user errors
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lib.features.runs import Region, RunRequest, Session, create_run, load_region, read_embedding
-from lib.voxels.importer import import_npz
-from tests.features.conftest import write_npz
-from tests.ops.test_cli import _assert_user_error
+from tests.support import assert_user_error, task_runs
 from voxclust.cli import app
 
 DC = ["--set", "k=6", "--set", "width=4", "--set", "feature_dim=16", "--set", "batch_size=8"]
@@ -23,25 +20,6 @@ DC = ["--set", "k=6", "--set", "width=4", "--set", "feature_dim=16", "--set", "b
 def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.setenv("NO_COLOR", "1")
     return CliRunner()
-
-
-@pytest.fixture
-def s3_store(s3_bucket: str, tmp_path: Path) -> str:
-    url = f"s3://{s3_bucket}/store"
-    import_npz(write_npz(tmp_path / "tiny.npz"), url, classes=["box", "ball", "rod"])
-    return url
-
-
-def _task_runs(flow_run_id: object) -> list[tuple[str, list[str]]]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    async def read() -> list[tuple[str, list[str]]]:
-        async with get_client() as client:
-            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            return [(r.name, list(r.tags)) for r in runs]
-
-    return asyncio.run(read())
 
 
 def test_deepcluster_flow_on_s3_resumes_after_a_dead_worker(prefect_api: str, s3_store: str) -> None:
@@ -57,7 +35,7 @@ def test_deepcluster_flow_on_s3_resumes_after_a_dead_worker(prefect_api: str, s3
     s.prepare(1)
     state = train_features(request, return_state=True)  # type: ignore[call-arg]
     result = state.result()
-    tasks = _task_runs(state.state_details.flow_run_id)
+    tasks = task_runs(state.state_details.flow_run_id)
     names = sorted(name.rsplit("-", 1)[0] for name, _ in tasks)
     # epoch 0 is not redone; epoch 1 was prepared already (its recluster task returns the logged values)
     assert names.count("train-epoch") == 2 and names.count("recluster") == 2
@@ -106,22 +84,22 @@ def test_train_bad_method_or_option(runner: CliRunner, tiny_store: str, args: li
     if "key=value" in fragments:
         assert result.exit_code == 2 and "key=value" in result.output
         return
-    _assert_user_error(result, *fragments)
+    assert_user_error(result, *fragments)
 
 
 def test_train_user_errors_before_training(
     prefect_api: str, runner: CliRunner, unlabelled_store: str, tiny_store: str, tmp_path: Path
 ) -> None:
     run = str(tmp_path / "r")
-    _assert_user_error(
+    assert_user_error(
         runner.invoke(app, ["train", "-m", "vrn", "--data", unlabelled_store, "--run", run]), "needs a label"
     )
-    _assert_user_error(
+    assert_user_error(
         runner.invoke(app, ["train", "-m", "deepcluster", "--data", tiny_store, "--run", run, "--set", "k=500"]),
         "k=500",
     )
-    _assert_user_error(runner.invoke(app, ["train", "-m", "raw", "--data", str(tmp_path / "none")]), "not a voxclust")
-    _assert_user_error(runner.invoke(app, ["embed", "--run", str(tmp_path / "none")]), "not a voxclust run")
+    assert_user_error(runner.invoke(app, ["train", "-m", "raw", "--data", str(tmp_path / "none")]), "not a voxclust")
+    assert_user_error(runner.invoke(app, ["embed", "--run", str(tmp_path / "none")]), "not a voxclust run")
     assert not (tmp_path / "r" / "run.json").exists()
 
 

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lib.voxels.store import VoxelStore
+from tests.support import assert_user_error
 from voxclust.cli import app
 
 COMMANDS = [
@@ -22,27 +23,6 @@ COMMANDS = [
 def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.setenv("NO_COLOR", "1")
     return CliRunner()
-
-
-def _stderr(result) -> str:  # type: ignore[no-untyped-def]
-    try:
-        return str(result.stderr)
-    except (ValueError, AttributeError):  # click without separate stderr capture
-        return str(result.output)
-
-
-def _assert_user_error(result, *fragments: str) -> str:  # type: ignore[no-untyped-def]
-    """Exit code 2, one line 'error: ...' on stderr, no traceback, nothing on stdout."""
-    assert result.exit_code == 2, result.output
-    err = _stderr(result)
-    assert err.startswith("error: "), err
-    assert err.endswith("\n") and err.count("\n") == 1, repr(err)
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    assert result.stdout == ""
-    for f in fragments:
-        assert f in err, err
-    return err
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -169,7 +149,7 @@ def test_import_twice_and_text_output(runner: CliRunner, tmp_path: Path) -> None
 
 def test_import_missing_file(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(app, ["import", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "s")])
-    _assert_user_error(result, "no such file")
+    assert_user_error(result, "no such file")
     assert not (tmp_path / "s").exists()
 
 
@@ -177,18 +157,18 @@ def test_import_bad_file(runner: CliRunner, tmp_path: Path) -> None:
     bad = tmp_path / "scan[v2][red].npz"  # brackets are not taken for console markup
     np.savez(bad, grids=np.zeros((2, 8, 8, 8)))
     result = runner.invoke(app, ["import", str(bad), "--out", str(tmp_path / "s")])
-    _assert_user_error(result, "scan[v2][red].npz", "expected arrays X_train")
+    assert_user_error(result, "scan[v2][red].npz", "expected arrays X_train")
     assert not (tmp_path / "s").exists()
 
     npy = tmp_path / "one.npz"
     with npy.open("wb") as f:
         np.save(f, np.zeros((2, 8, 8, 8)))
-    _assert_user_error(runner.invoke(app, ["import", str(npy), "--out", str(tmp_path / "s")]), "not a .npz archive")
+    assert_user_error(runner.invoke(app, ["import", str(npy), "--out", str(tmp_path / "s")]), "not a .npz archive")
 
 
 def test_info_missing_store(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(app, ["info", str(tmp_path / "no" / "such" / "store" / "with" / "a" / "long" / "path")])
-    _assert_user_error(result, "not a voxclust store")
+    assert_user_error(result, "not a voxclust store")
     assert not (tmp_path / "no").exists()
 
 
@@ -197,7 +177,7 @@ def test_info_missing_store(runner: CliRunner, tmp_path: Path) -> None:
 
 def test_voxelize_missing_batch(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(app, ["voxelize", str(tmp_path / "missing"), "--out", str(tmp_path / "store")])
-    _assert_user_error(result, "missing", "no such directory")
+    assert_user_error(result, "missing", "no such directory")
     assert not (tmp_path / "store").exists()
 
 
@@ -209,14 +189,14 @@ def test_unsupported_url_scheme(runner: CliRunner, tmp_path: Path, where: str) -
         ("ftp://x/y", str(tmp_path / "store")) if where == "batch" else (str(tmp_path / "batch"), "ftp://x/y")
     )
     result = runner.invoke(app, ["voxelize", batch, "--out", store])
-    _assert_user_error(result, "ftp://x/y", "unsupported storage URL scheme")
+    assert_user_error(result, "ftp://x/y", "unsupported storage URL scheme")
     assert not (tmp_path / "store").exists()
 
 
 def test_unsupported_url_scheme_info_and_import(runner: CliRunner, tmp_path: Path) -> None:
-    _assert_user_error(runner.invoke(app, ["info", "ftp://x/y"]), "unsupported storage URL scheme")
+    assert_user_error(runner.invoke(app, ["info", "ftp://x/y"]), "unsupported storage URL scheme")
     npz = _npz(tmp_path / "g.npz")
-    _assert_user_error(runner.invoke(app, ["import", str(npz), "--out", "ftp://x/y"]), "unsupported storage URL scheme")
+    assert_user_error(runner.invoke(app, ["import", str(npz), "--out", "ftp://x/y"]), "unsupported storage URL scheme")
 
 
 @pytest.mark.parametrize(
@@ -232,7 +212,7 @@ def test_voxelize_bad_settings(runner: CliRunner, tmp_path: Path, args: list[str
     (tmp_path / "batch").mkdir()
     (tmp_path / "batch" / "a.off").write_text("OFF\n")
     result = runner.invoke(app, ["voxelize", str(tmp_path / "batch"), "--out", str(tmp_path / "store"), *args])
-    _assert_user_error(result, fragment)
+    assert_user_error(result, fragment)
     assert not (tmp_path / "store").exists()
 
 
@@ -241,4 +221,4 @@ def test_voxelize_into_a_file_is_refused(runner: CliRunner, tmp_path: Path) -> N
     (tmp_path / "batch" / "a.off").write_text("OFF\n")
     (tmp_path / "store").write_text("not a folder")
     result = runner.invoke(app, ["voxelize", str(tmp_path / "batch"), "--out", str(tmp_path / "store")])
-    _assert_user_error(result, "not a directory")
+    assert_user_error(result, "not a directory")

@@ -63,26 +63,7 @@ class StorageContract:
         assert storage.read_bytes("race") == str(wins[0]).encode()
 
     def test_lock_excludes(self, storage: Storage) -> None:
-        inside = 0
-        peak = 0
-        guard = threading.Lock()
-
-        def work() -> None:
-            nonlocal inside, peak
-            with storage.lock("t", timeout_s=30):
-                with guard:
-                    inside += 1
-                    peak = max(peak, inside)
-                time.sleep(0.02)
-                with guard:
-                    inside -= 1
-
-        threads = [threading.Thread(target=work) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert peak == 1
+        assert _most_holders_at_once(storage, "t", threads=4, hold_s=0.02) == 1
         assert not storage.exists("_locks/t.lock")
 
     def test_lock_times_out_and_breaks_stale(self, storage: Storage) -> None:
@@ -95,28 +76,7 @@ class StorageContract:
 
     def test_stale_lock_is_broken_by_one_waiter_only(self, storage: Storage) -> None:
         storage.write_json("_locks/s.lock", {"owner": "gone", "expires": time.time() - 1})
-        inside = 0
-        peak = 0
-        guard = threading.Lock()
-        start = threading.Barrier(6)
-
-        def work() -> None:
-            nonlocal inside, peak
-            start.wait()
-            with storage.lock("s", timeout_s=30):
-                with guard:
-                    inside += 1
-                    peak = max(peak, inside)
-                time.sleep(0.05)
-                with guard:
-                    inside -= 1
-
-        threads = [threading.Thread(target=work) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert peak == 1
+        assert _most_holders_at_once(storage, "s", threads=6, hold_s=0.05) == 1
 
     @pytest.mark.timeout(120)
     def test_listing_while_writers_work(self, storage: Storage) -> None:
@@ -231,6 +191,33 @@ class StorageContract:
         storage.check(must_exist=True)
         with pytest.raises(StorageError):
             storage.child("no/such/prefix").check(must_exist=True)
+
+
+def _most_holders_at_once(storage: Storage, name: str, threads: int, hold_s: float) -> int:
+    """Start ``threads`` threads at once that each take lock ``name`` and hold it ``hold_s``; the most that ever
+    held it at the same time."""
+    inside = 0
+    peak = 0
+    guard = threading.Lock()
+    start = threading.Barrier(threads)
+
+    def work() -> None:
+        nonlocal inside, peak
+        start.wait()
+        with storage.lock(name, timeout_s=30):
+            with guard:
+                inside += 1
+                peak = max(peak, inside)
+            time.sleep(hold_s)
+            with guard:
+                inside -= 1
+
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return peak
 
 
 class TestLocalStorage(StorageContract):

@@ -153,7 +153,7 @@ def test_two_batches_into_one_store_at_the_same_time(
 
 
 def test_training_killed_mid_epoch_resumes_to_the_same_result(prefect_api: str, tmp_path: Path) -> None:
-    from tests.features.conftest import write_npz
+    from tests.support import write_npz
 
     data = str(tmp_path / "store")
     from lib.voxels.importer import import_npz

@@ -25,9 +25,7 @@ from lib.features.runs import RunRequest, create_run, read_embedding
 from lib.storage import open_storage
 from lib.voxels.importer import import_npz
 from lib.voxels.store import VoxelStore
-from tests.features.conftest import write_npz
-from tests.features.test_train_flow import _task_runs
-from tests.ops.test_cli import _assert_user_error
+from tests.support import assert_user_error, task_runs, write_npz
 from voxclust.cli import app
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -69,13 +67,6 @@ def _artifacts(flow_run_id: Any) -> dict[str, Any]:
             return {a.key: a for a in arts if a.key}
 
     return asyncio.run(read())
-
-
-@pytest.fixture
-def s3_store(s3_bucket: str, tmp_path: Path) -> str:
-    url = f"s3://{s3_bucket}/store"
-    import_npz(write_npz(tmp_path / "tiny.npz"), url, classes=["box", "ball", "rod"])
-    return url
 
 
 def test_compare_flow_on_s3_publishes_artifacts_and_a_self_contained_report(prefect_api: str, s3_store: str) -> None:
@@ -170,9 +161,9 @@ def _task_runs_recursive(flow_run_id: Any) -> list[tuple[str, list[str]]]:
             )
             return [s.id for s in subs]
 
-    out = list(_task_runs(flow_run_id))
+    out = list(task_runs(flow_run_id))
     for child in asyncio.run(children()):
-        out.extend(_task_runs(child))
+        out.extend(task_runs(child))
     return out
 
 
@@ -234,15 +225,15 @@ def test_resolve_entries_and_run_locations(tiny_store: str) -> None:
 
 def test_cli_compare_user_errors(runner_env: dict[str, str], tiny_store: str, tmp_path: Path) -> None:
     runner = CliRunner()
-    _assert_user_error(
+    assert_user_error(
         runner.invoke(app, ["compare", "--data", tiny_store, "--methods", "kmeans"], env=runner_env),
         "unknown method or row",
     )
-    _assert_user_error(
+    assert_user_error(
         runner.invoke(app, ["compare", "--data", str(tmp_path / "none")], env=runner_env), "not a voxclust"
     )
-    _assert_user_error(runner.invoke(app, ["report", "--data", tiny_store], env=runner_env), "no comparison runs")
-    _assert_user_error(runner.invoke(app, ["export", "--data", tiny_store], env=runner_env), "no comparison report")
+    assert_user_error(runner.invoke(app, ["report", "--data", tiny_store], env=runner_env), "no comparison runs")
+    assert_user_error(runner.invoke(app, ["export", "--data", tiny_store], env=runner_env), "no comparison report")
 
 
 @pytest.fixture
