@@ -1,0 +1,1 @@
+"""The voxclust command line (typer) and the local stack behind ``voxclust stack``."""

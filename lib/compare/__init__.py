@@ -6,7 +6,15 @@ run lives at ``<store>/runs/<name>-<hash of method and options>``, so running a 
 quality benchmark on the same store, reuses every finished run instead of training it again; a changed
 option means another run.
 
-Per method (:func:`evaluate_method`), with no labels involved until scoring:
+Modules, one job each (import from them; this package re-exports nothing):
+
+* ``rows``: the entries, presets and clustering options, and where each entry's run lives;
+* ``evaluate``: one method scored (:func:`lib.evaluation.score.score_embedding`) into a ``MethodResult``;
+* ``figures``: that method's pictures;
+* ``records``: ``MethodResult`` and ``Report``, validated when written and when read back;
+* ``publish``: the report folder (``report.json``, ``report.html``, ``assignments.csv``, ``latest.json``).
+
+Per method (``evaluate.evaluate_method``), with no labels involved until scoring:
 
 * the run's embedding of every stored item (``all``), recomputed only when the store or the run changed;
 * PCA to ``pca_dim`` when wider (whitening and row L2-normalisation optional, off by default), then faiss
@@ -21,7 +29,7 @@ Per method (:func:`evaluate_method`), with no labels involved until scoring:
   (t-SNE on a seeded sample of at most ``tsne_max_points``), and a strip of thumbnails per cluster (the
   members nearest the centroid).
 
-:func:`publish` then draws the shared plots (elbow curves, loss curves, DeepCluster's NMI per epoch),
+``publish.publish`` then draws the shared plots (elbow curves, loss curves, DeepCluster's NMI per epoch),
 writes ``report.json``, a self-contained ``report.html`` and ``assignments.csv`` under
 ``<store>/reports/<id>/`` and points ``<store>/reports/latest.json`` at it. A method that failed (to
 train, or with NaNs in its embedding, or with fewer items than k) gets a record with its error and the rest
