@@ -121,10 +121,17 @@ class Storage(ABC):
         """Mutual exclusion between processes and machines sharing this storage.
 
         The lock is an object created with put-if-absent. A holder that died leaves it behind; it is
-        broken once older than ``ttl_s`` (hold it only for short metadata updates).
+        broken once older than ``ttl_s`` (hold it only for short metadata updates), or at once when the
+        holder was a process of this machine (same boot, same PID namespace) that no longer runs: a flow
+        killed while it held the lock does not make its re-run wait.
         """
         key = f"_locks/{name}.lock"
-        token = {"owner": f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}", "expires": 0.0}
+        token: dict[str, Any] = {
+            "owner": f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}",
+            "expires": 0.0,
+            "pid": os.getpid(),
+            "process_space": _process_space(),
+        }
         deadline = time.monotonic() + timeout_s
         delay = 0.02
         while True:
@@ -134,7 +141,7 @@ class Storage(ABC):
             try:
                 raw = self.read_bytes(key)
                 held = json.loads(raw)
-                stale = float(held.get("expires", 0)) < time.time()
+                stale = float(held.get("expires", 0)) < time.time() or _holder_gone(held)
             except (FileNotFoundError, KeyError, ValueError, TypeError, AttributeError):
                 stale = False  # vanished or half-visible: just retry
             if stale:
@@ -156,3 +163,35 @@ class Storage(ABC):
                     self.delete(key)
             except (FileNotFoundError, ValueError):
                 pass
+
+
+def _process_space() -> str | None:
+    """Where a process id means one process: this boot of this machine and this PID namespace (None where
+    that cannot be told, e.g. off Linux)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}:{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
+
+
+def _holder_gone(held: dict[str, Any]) -> bool:
+    """Whether a lock's holder was a process in this process space that has ended."""
+    space = _process_space()
+    pid = held.get("pid")
+    if space is None or held.get("process_space") != space or not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return False  # this process holds it (another thread): it is alive
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    try:  # killed but not yet reaped (a zombie) is gone too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -77,6 +80,25 @@ class StorageContract:
     def test_stale_lock_is_broken_by_one_waiter_only(self, storage: Storage) -> None:
         storage.write_json("_locks/s.lock", {"owner": "gone", "expires": time.time() - 1})
         assert _most_holders_at_once(storage, "s", threads=6, hold_s=0.05) == 1
+
+    def test_lock_of_a_killed_process_of_this_machine_is_broken_at_once(self, storage: Storage) -> None:
+        code = (
+            "import sys, time; from lib.storage import open_storage\n"
+            "with open_storage(sys.argv[1]).lock('held', ttl_s=300):\n"
+            "    print('held', flush=True); time.sleep(600)\n"
+        )
+        holder = subprocess.Popen([sys.executable, "-c", code, storage.url], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            with pytest.raises(LockTimeout), storage.lock("held", timeout_s=0.5):  # alive: it is respected
+                pass
+        finally:
+            holder.kill()  # not reaped yet: a zombie counts as gone as well
+        started = time.monotonic()
+        with storage.lock("held", timeout_s=30):
+            assert storage.read_json("_locks/held.lock")["pid"] == os.getpid()
+        assert time.monotonic() - started < 10  # not the 300 s of its ttl
+        holder.wait()
 
     @pytest.mark.timeout(120)
     def test_listing_while_writers_work(self, storage: Storage) -> None:
