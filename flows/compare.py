@@ -53,9 +53,14 @@ def train_deployment() -> str | None:
     return s.train_deployment
 
 
+def _request(entry: MethodEntry, data_url: str, run_url: str, device: str) -> RunRequest:
+    """What training ``entry``'s run means (on the store's default region)."""
+    return RunRequest(method=entry.method, data_url=data_url, options=entry.options, run_url=run_url, device=device)
+
+
 def _train(entry: MethodEntry, data_url: str, run_url: str, device: str) -> str | None:
     """Train (or resume) ``entry``'s run; None when it finished, else why not."""
-    request = RunRequest(method=entry.method, data_url=data_url, options=entry.options, run_url=run_url, device=device)
+    request = _request(entry, data_url, run_url, device)
     target = train_deployment()
     if target is not None:
         params = {
@@ -121,9 +126,7 @@ def _train_side_by_side(
         except MethodError as exc:
             records[entry.name] = failed_record(entry, str(exc))
             continue
-        request = RunRequest(
-            method=entry.method, data_url=data_url, options=entry.options, run_url=run_url, device=device
-        )
+        request = _request(entry, data_url, run_url, device)
         fut = train_method.with_options(task_run_name=f"train-{entry.name}").submit(request, threads)
         trainings[fut] = (entry, run_url)
     evaluations: dict[str, PrefectFuture[Any]] = {}
