@@ -147,7 +147,7 @@ def discover_entries(data_url: str) -> list[MethodEntry]:
             entry = MethodEntry(name=name, method=spec.method, options=spec.config)
             if not run_url_for(data_url, entry).rstrip("/").endswith(f"/runs/{folder}"):
                 continue
-        except (ValueError, MethodError):
+        except (FileNotFoundError, ValueError, MethodError):  # removed since the listing, or not a run of ours
             continue
         if name not in found or spec.created > found[name][0]:  # a row run with other options: the newest
             found[name] = (spec.created, entry)
