@@ -38,16 +38,23 @@ BatchName = Annotated[str | None, typer.Option(help="name of the batch in the st
 Resolution = Annotated[int | None, typer.Option("--resolution", "-r", help="grid side for a new store (32 or 64)")]
 Mode = Annotated[str | None, typer.Option(help="meshes: 'solid' (filled) or 'surface'; new stores only")]
 UpAxis = Annotated[str | None, typer.Option(help="the sources' up axis (x, y, z, -x, -y, -z); new stores only")]
+Representation = Annotated[
+    str | None,
+    typer.Option(help="'field-v1' (the same grid whatever the capture) or 'binned' (default); new stores only"),
+]
 DaskAddress = Annotated[
     str | None, typer.Option(help="existing Dask scheduler, e.g. tcp://host:8786 (env VOXCLUST_DASK_ADDRESS)")
 ]
 Workers = Annotated[int | None, typer.Option(help="LocalCluster worker processes (default: one per core)")]
 
 
-def _voxel_config(resolution: int | None, mode: str | None, up_axis: str | None) -> Any:
+def _voxel_config(
+    resolution: int | None, mode: str | None, up_axis: str | None, representation: str | None = None
+) -> Any:
     from lib.scans.voxelize import VoxelConfig
 
-    given = {k: v for k, v in {"resolution": resolution, "mode": mode, "up_axis": up_axis}.items() if v is not None}
+    options = {"resolution": resolution, "mode": mode, "up_axis": up_axis, "representation": representation}
+    given = {k: v for k, v in options.items() if v is not None}
     return VoxelConfig.model_validate(given) if given else None
 
 
@@ -120,6 +127,7 @@ def voxelize(
     resolution: Resolution = None,
     mode: Mode = None,
     up_axis: UpAxis = None,
+    representation: Representation = None,
     batch_name: BatchName = None,
     items_per_task: Annotated[
         int | None, typer.Option(min=1, help="items per Prefect task (default: ~4 tasks per Dask worker)")
@@ -134,7 +142,7 @@ def voxelize(
 ) -> None:
     """Voxelize a scan batch into a voxel store (a Prefect flow over Dask). Re-runs store nothing twice."""
     with _user_errors():
-        voxel = _voxel_config(resolution, mode, up_axis)
+        voxel = _voxel_config(resolution, mode, up_axis, representation)
         _preflight(batch_url, store_url)
         limits = {"max_bytes": max_bytes, "max_vertices": max_vertices}
         with progress_bars(not as_json):
@@ -158,9 +166,15 @@ def import_grids(
     classes: Annotated[str | None, typer.Option(help="comma-separated class names for label numbers")] = None,
     batch_name: BatchName = None,
     resolution: Resolution = None,
+    mode: Mode = None,
+    representation: Representation = None,
+    keep_frame: Annotated[
+        bool, typer.Option(help="keep each grid's own framing and representation (only resample it)")
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
-    """Import grids people already have into a voxel store (resampled to the store's resolution)."""
+    """Import grids people already have into a voxel store: into a field-v1 store's frame and representation
+    (cropped, scaled like a scan, as a shell in surface mode), else resampled to the store's resolution."""
     with _user_errors():
         from lib.voxels.importer import import_npz
         from lib.voxels.store import VoxelStore
@@ -168,7 +182,8 @@ def import_grids(
         if not file.is_file():
             raise FileNotFoundError(f"{file}: no such file")
         names = [c.strip() for c in classes.split(",")] if classes else None
-        counts = import_npz(file, store_url, names, batch_name, resolution)
+        voxel = _voxel_config(resolution, mode, None, representation)
+        counts = import_npz(file, store_url, names, batch_name, resolution, keep_frame, voxel)
         if as_json:
             out.print_json(json.dumps(counts))
             return

@@ -9,7 +9,8 @@ Two representations (``VoxelConfig.representation``, recorded in the store):
 ``field-v1``: a mesh and a point cloud of the same shape give about the same grid, whatever the cloud's
 density or the mesh's holes. Both become surface samples and a voxel is on the surface when its centre is
 within ``shell_width`` voxels of the surface they describe; solid mode fills that shell by parity voting
-and keeps what lies inside the surface (:mod:`lib.scans.surface`). Measured at 32^3 (surface mode), IoU of
+and keeps what lies inside the surface (:mod:`lib.scans.surface`). The surface itself keeps the padding;
+its shell may reach into it. Measured at 32^3 (surface mode), IoU of
 a ModelNet mesh with its 1,024-point cloud: 0.84-0.94 (binned: 0.20-0.61); a 256-point cloud of a sphere,
 cube or torus with its 100,000-point cloud: 0.84-0.89 (``tests/benchmarks/modality.py``).
 

@@ -2,8 +2,13 @@
 
 Accepted layouts: ``X_train``/``y_train``/``X_test``/``y_test`` (ModelNet-style; test arrays optional),
 or ``X`` with optional ``y`` and ``split`` (strings 'train'/'test'). Grids are (N, r, r, r) with any
-non-zero value meaning occupied and z as the up axis (array axis 2); they are resampled to the store's
-resolution when r differs. An all-empty grid is recorded as a failed item ("empty grid"), not stored.
+non-zero value meaning occupied and z as the up axis (array axis 2). Into a store of the ``field-v1``
+representation they are *conformed* by default: a grid's boundary voxels become a point cloud voxelized like
+any scan, so that it lands in the store's frame (cropped to its occupied box, the longest side scaled to
+R - 2*padding, proportions kept) and representation (a solid grid becomes a surface store's shell), and a
+shape padded inside its grid and one spanning the whole cube come out alike. ``keep_frame`` (and any
+``binned`` store) keeps them as they are, resampled to the store's resolution when r differs. An all-empty
+grid is recorded as a failed item ("empty grid"), not stored.
 Class names come from ``classes=`` or a ``classes`` array in the file; otherwise the label numbers are
 used as names. Re-importing the same file stores nothing twice.
 """
@@ -17,10 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import scipy.ndimage as ndi
 
 from lib.errors import VoxclustError
 from lib.scans.batch import BatchItem
-from lib.scans.voxelize import VoxelConfig, resample
+from lib.scans.readers import PointCloudData
+from lib.scans.voxelize import VoxelConfig, resample, voxelize
 from lib.storage import open_storage
 from lib.voxels.store import FAILED, MANIFEST, STORED, ItemResult, VoxelStore
 
@@ -78,22 +85,40 @@ def _load(path: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray | None]], 
     return parts, classes
 
 
+def conform(grid: np.ndarray, cfg: VoxelConfig) -> np.ndarray:
+    """A grid from elsewhere in the store's frame and representation: its boundary voxels' centres, as a point
+    cloud, voxelized with the store's settings (an imported grid's up axis is array axis 2)."""
+    occupied = np.asarray(grid, bool)
+    boundary = occupied & ~ndi.binary_erosion(occupied)
+    points = np.argwhere(boundary).astype(np.float64)
+    return voxelize(PointCloudData(points), cfg.model_copy(update={"up_axis": "z"}))
+
+
 def import_npz(
     path: str | os.PathLike[str],
     store_url: str,
     classes: Sequence[str] | None = None,
     batch_name: str | None = None,
     resolution: int | None = None,
+    keep_frame: bool = False,
+    voxel: VoxelConfig | None = None,
 ) -> dict[str, int]:
-    """Import the grids of ``path`` into the store (created at ``resolution``, or at the file's, if new)."""
+    """Import the grids of ``path`` into the store (created with ``voxel``'s settings, at ``resolution`` or
+    the file's, if new); conformed to a ``field-v1`` store's frame and representation unless ``keep_frame``."""
     path = Path(path)
     parts, file_classes = _load(path)
     names = list(classes) if classes else file_classes
     r_file = parts[0][1].shape[1]
     storage = open_storage(store_url)
-    voxel = None if storage.exists(MANIFEST) else VoxelConfig(resolution=resolution or r_file)
+    if storage.exists(MANIFEST):
+        voxel = None
+    elif voxel is None or "resolution" not in voxel.model_fields_set:
+        given = voxel.model_dump(exclude_unset=True) if voxel is not None else {}
+        voxel = VoxelConfig(**{**given, "resolution": resolution or r_file})
     store = VoxelStore.open_or_create(storage, voxel)
     r = store.manifest().resolution
+    cfg = store.voxel_config()
+    conforming = cfg.representation == "field-v1" and not keep_frame
     items: list[BatchItem] = []
     grids: dict[str, np.ndarray] = {}
     for split, x, y in parts:
@@ -109,7 +134,11 @@ def import_npz(
     stored = failed = 0
     for job in plan.jobs:
         keys = [it.key for it in job.items]
-        block = resample(np.stack([grids[k] != 0 for k in keys]), r)
+        raw = [grids[k] != 0 for k in keys]
+        if conforming:
+            block = np.stack([conform(g, cfg) if g.any() else np.zeros((r, r, r), bool) for g in raw])
+        else:
+            block = resample(np.stack(raw), r)
         out: dict[int, np.ndarray] = {}
         results: list[ItemResult] = []
         for it, grid in zip(job.items, block, strict=True):

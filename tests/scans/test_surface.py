@@ -14,7 +14,12 @@ from tests.conftest import shared_data
 FIELD = VoxelConfig(resolution=32, mode="surface", representation="field-v1")
 SOLID = VoxelConfig(resolution=32, mode="solid", representation="field-v1")
 # The shared meshes whose 1,024-point cloud covers the same box (bathtub_0001's covers a smaller one).
-PAIRS = {"bathtub_0002": "bathtub/train", "bed_0001": "bed/train", "chair_0890": "chair/test", "toilet_0345": "toilet/test"}
+PAIRS = {
+    "bathtub_0002": "bathtub/train",
+    "bed_0001": "bed/train",
+    "chair_0890": "chair/test",
+    "toilet_0345": "toilet/test",
+}
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -275,3 +275,32 @@ def test_real_modelnet10(tmp_path: Path) -> None:
         first = next(r for r in store.records() if r["item_id"].startswith("voxels32/test/"))
         i = int(first["item_id"].rsplit("/", 1)[1])
         assert np.array_equal(store.read([first["row"]])[0], data["X_test"][i] != 0)
+
+
+def _ball(r: int, radius: float) -> np.ndarray:
+    c = (r - 1) / 2
+    idx = np.indices((r, r, r)) - c
+    return np.asarray((idx**2).sum(axis=0) <= radius**2)
+
+
+def test_into_a_field_store_grids_are_conformed_to_its_frame_and_representation(tmp_path: Path) -> None:
+    from lib.scans.voxelize import VoxelConfig
+
+    full = _ball(32, 15.5)  # spans the whole cube
+    padded = np.zeros((32, 32, 32), bool)
+    padded[4:28, 4:28, 4:28] = _ball(24, 11.5)  # the same shape, smaller, padded in the middle
+    np.savez(tmp_path / "g.npz", X=np.stack([full, padded]).astype(np.uint8))
+    voxel = VoxelConfig(resolution=32, mode="surface", representation="field-v1")
+    store_url = str(tmp_path / "store")
+    counts = import_npz(tmp_path / "g.npz", store_url, voxel=voxel)
+    assert counts["stored"] == 2
+    store = VoxelStore.open(store_url)
+    a, b = store.read([0, 1])
+    assert (a & b).sum() / (a | b).sum() >= 0.8  # the same frame (as they are: IoU 0.41)
+    assert not a[12:20, 12:20, 12:20].any() and a.sum() < full.sum()  # a shell now, not the solid ball
+
+    kept = str(tmp_path / "kept")
+    import_npz(tmp_path / "g.npz", kept, voxel=voxel, keep_frame=True)
+    same = VoxelStore.open(kept).read([0, 1])
+    assert np.array_equal(same[0], full) and np.array_equal(same[1], padded)
+    assert (full & padded).sum() / (full | padded).sum() < 0.5
