@@ -133,20 +133,22 @@ def import_npz(
     plan = store.plan(batch_name or path.stem, path.absolute().as_uri(), items)
     stored = failed = 0
     for job in plan.jobs:
-        keys = [it.key for it in job.items]
-        raw = [grids[k] != 0 for k in keys]
-        if conforming:
-            block = np.stack([conform(g, cfg) if g.any() else np.zeros((r, r, r), bool) for g in raw])
-        else:
-            block = resample(np.stack(raw), r)
+        raw = [grids[it.key] != 0 for it in job.items]
+        block = list(resample(np.stack(raw), r)) if not conforming else raw
         out: dict[int, np.ndarray] = {}
         results: list[ItemResult] = []
         for it, grid in zip(job.items, block, strict=True):
-            if grid.any():
+            reason = "empty grid" if not grid.any() else ""
+            if conforming and not reason:
+                try:
+                    grid = conform(grid, cfg)
+                except ValueError as exc:  # a single voxel has no extent to scale
+                    reason = f"cannot conform the grid: {exc}"
+            if reason:
+                results.append(ItemResult(it.row, FAILED, reason))
+            else:
                 out[it.row] = grid
                 results.append(ItemResult(it.row, STORED, "", int(grid.sum())))
-            else:
-                results.append(ItemResult(it.row, FAILED, "empty grid"))
         store.write_chunk(job, out, results)
         stored += len(out)
         failed += len(results) - len(out)

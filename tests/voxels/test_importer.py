@@ -289,11 +289,14 @@ def test_into_a_field_store_grids_are_conformed_to_its_frame_and_representation(
     full = _ball(32, 15.5)  # spans the whole cube
     padded = np.zeros((32, 32, 32), bool)
     padded[4:28, 4:28, 4:28] = _ball(24, 11.5)  # the same shape, smaller, padded in the middle
-    np.savez(tmp_path / "g.npz", X=np.stack([full, padded]).astype(np.uint8))
+    speck = np.zeros((32, 32, 32), bool)
+    speck[3, 4, 5] = True  # one voxel: no extent to scale, a failed item (the rest goes on)
+    np.savez(tmp_path / "g.npz", X=np.stack([full, padded, speck]).astype(np.uint8))
     voxel = VoxelConfig(resolution=32, mode="surface", representation="field-v1")
     store_url = str(tmp_path / "store")
     counts = import_npz(tmp_path / "g.npz", store_url, voxel=voxel)
-    assert counts["stored"] == 2
+    assert counts["stored"] == 2 and counts["failed"] == 1
+    assert "zero extent" in VoxelStore.open(store_url).records("failed")[0]["reason"]
     store = VoxelStore.open(store_url)
     a, b = store.read([0, 1])
     assert (a & b).sum() / (a | b).sum() >= 0.8  # the same frame (as they are: IoU 0.41)
@@ -302,5 +305,5 @@ def test_into_a_field_store_grids_are_conformed_to_its_frame_and_representation(
     kept = str(tmp_path / "kept")
     import_npz(tmp_path / "g.npz", kept, voxel=voxel, keep_frame=True)
     same = VoxelStore.open(kept).read([0, 1])
-    assert np.array_equal(same[0], full) and np.array_equal(same[1], padded)
+    assert np.array_equal(same[0], full) and np.array_equal(same[1], padded)  # and the speck stays
     assert (full & padded).sum() / (full | padded).sum() < 0.5

@@ -1,0 +1,167 @@
+"""Modality benchmark: does the same shape give the same grid, and the same group, whatever captured it?
+
+Not collected by pytest. Run (about 2 minutes for raw voxels; each trained method adds its training):
+
+    .venv/bin/python tests/benchmarks/modality.py --methods raw,deepcluster,autoencoder,voxnet
+    .venv/bin/python tests/benchmarks/modality.py --representation binned      # as before field-v1
+
+Figures, at 32^3 with the chosen representation (``--representation``, ``--mode``, ``--shell-width``):
+
+* ``mesh_pcd_iou``: IoU of the grid of a shared ModelNet mesh with the grid of its 1,024-point PCD (the four
+  whose cloud covers the same box as the mesh);
+* ``density_iou``: a sphere, a cube and a torus, evenly sampled at 256 / 1,024 / 10,000 points, against the
+  same surface sampled at 100,000 points;
+* ``mixed``: one store holding the ModelNet10 test split twice, imported from ``voxels32.npz`` (binvox solid
+  grids, conformed to the store) and voxelized from ``modelnet10/pcd`` through the voxelize flow; each method
+  trains on the npz train split only and embeds both test copies; k-means k = 10 on their union, scored by
+  NMI against the class (``nmi_class``), against the capture, npz or pcd (``nmi_modality``), and the class NMI
+  of the npz test copy clustered alone (``nmi_class_single``). Labels only score.
+* ``pose``, ``large_scan``, ``demo``: not measured by this version (null).
+
+Prints progress to stderr and one final JSON line with exactly those keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import faiss  # noqa: E402,F401  (before torch)
+import numpy as np  # noqa: E402
+import trimesh  # noqa: E402
+
+from lib.compare.rows import PRESETS  # noqa: E402
+from lib.evaluation.metrics import nmi  # noqa: E402
+from lib.evaluation.score import ScoreConfig, score_embedding  # noqa: E402
+from lib.features.runs import Region, RunRequest, create_run, read_embedding, train_run  # noqa: E402
+from lib.scans.readers import PointCloudData, read_path  # noqa: E402
+from lib.scans.voxelize import VoxelConfig, voxelize  # noqa: E402
+from lib.voxels.importer import import_npz  # noqa: E402
+from lib.voxels.store import VoxelStore  # noqa: E402
+from tests.support import offline_prefect  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+CLASSES = ["bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet"]
+PAIRS = {
+    "bathtub_0002": "bathtub/train",
+    "bed_0001": "bed/train",
+    "chair_0890": "chair/test",
+    "toilet_0345": "toilet/test",
+}
+SHAPES = {
+    "sphere": lambda: trimesh.creation.icosphere(subdivisions=4),
+    "cube": lambda: trimesh.creation.box(),
+    "torus": lambda: trimesh.creation.torus(major_radius=1.0, minor_radius=0.3),
+}
+SCORE = ScoreConfig(k=10, pca_dim=64, restarts=5, elbow_k_max=None, pic=False)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return round(float((a & b).sum() / max((a | b).sum(), 1)), 3)
+
+
+def mesh_pcd(cfg: VoxelConfig) -> dict[str, float]:
+    out = {}
+    for model, sub in PAIRS.items():
+        mesh = read_path(DATA / "meshes" / f"{model}.off")
+        cloud = read_path(DATA / "modelnet10" / "pcd" / sub / f"{model}.pcd")
+        out[model] = iou(voxelize(mesh, cfg), voxelize(cloud, cfg))
+    return out
+
+
+def density(cfg: VoxelConfig) -> dict[str, float]:
+    out = {}
+    for name, make in SHAPES.items():
+        m = make()
+        dense = voxelize(PointCloudData(np.asarray(trimesh.sample.sample_surface(m, 100_000, seed=1)[0])), cfg)
+        for n in (256, 1024, 10_000):
+            pts = np.asarray(trimesh.sample.sample_surface_even(m, n, seed=2)[0])
+            out[f"{name}@{n}"] = iou(voxelize(PointCloudData(pts), cfg), dense)
+    return out
+
+
+def mixed_store(cfg: VoxelConfig, work: Path) -> str:
+    """The ModelNet10 test split twice (npz grids and PCD clouds) plus the npz train split, in one store."""
+    from flows.runners import prefect_api
+    from flows.voxelize import run_voxelize
+
+    store_url = str(work / "mixed")
+    import_npz(DATA / "modelnet10" / "voxels32.npz", store_url, classes=CLASSES, batch_name="npz", voxel=cfg)
+    batch = work / "pcd"  # the test clouds in ModelNet's <class>/test/<file> layout (labels, split)
+    for cls in CLASSES:
+        shutil.copytree(DATA / "modelnet10" / "pcd" / cls / "test", batch / cls / "test")
+    with prefect_api():
+        run_voxelize(batch_url=str(batch), store_url=store_url, batch_name="pcd")
+    return store_url
+
+
+def embed_test(method: str, options: dict[str, Any], store_url: str, work: Path) -> tuple[np.ndarray, np.ndarray]:
+    request = RunRequest(
+        method=method,
+        data_url=store_url,
+        options=options,
+        region=Region(split="train", batches=("npz",)),
+        run_url=str(work / "runs" / method),
+    )
+    session = train_run(create_run(request), on_epoch=lambda e: print(method, e.get("epoch"), file=sys.stderr))
+    emb = session.embed(Region(split="test"), name="test")
+    x, rows, _ = read_embedding(emb.run_url, emb.name)
+    return x, rows
+
+
+def mixed(methods: list[str], store_url: str, work: Path) -> dict[str, dict[str, float]]:
+    store = VoxelStore.open(store_url)
+    by_row = {r["row"]: r for r in store.records()}
+    budgets = {e.name: (e.method, dict(e.options)) for e in PRESETS["quality"]}
+    out = {}
+    for name in methods:
+        method, options = budgets.get(name, (name, {}))
+        t0 = time.perf_counter()
+        x, rows = embed_test(method, options, store_url, work)
+        y = np.array([by_row[int(r)]["label"] for r in rows], np.int64)
+        capture = np.array([by_row[int(r)]["batch"] == "pcd" for r in rows], np.int64)
+        labels = score_embedding(x, y, config=SCORE).kmeans.labels
+        single = capture == 0
+        alone = score_embedding(x[single], y[single], config=SCORE).metrics["all"]["nmi"]
+        out[name] = {
+            "nmi_class": round(nmi(y, labels), 3),
+            "nmi_modality": round(nmi(capture, labels), 3),
+            "nmi_class_single": round(float(alone), 3),
+        }
+        print(name, out[name], f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--methods", default="raw", help="comma-separated rows of the quality preset (or methods)")
+    ap.add_argument("--representation", default="field-v1", choices=["field-v1", "binned"])
+    ap.add_argument("--mode", default="surface", choices=["surface", "solid"])
+    ap.add_argument("--shell-width", type=float, default=1.5)
+    ap.add_argument("--skip-mixed", action="store_true", help="only the grid comparisons (seconds)")
+    ap.add_argument("--work", default=None, help="working folder (default: a new temporary one)")
+    args = ap.parse_args()
+    offline_prefect()
+    cfg = VoxelConfig(
+        resolution=32, mode=args.mode, representation=args.representation, shell_width=args.shell_width
+    )
+    work = Path(args.work or tempfile.mkdtemp(prefix="voxclust-modality-"))
+    result: dict[str, Any] = {"mesh_pcd_iou": mesh_pcd(cfg), "density_iou": density(cfg)}
+    print(json.dumps(result), file=sys.stderr, flush=True)
+    result["mixed"] = None if args.skip_mixed else mixed(args.methods.split(","), mixed_store(cfg, work), work)
+    result.update(pose=None, large_scan=None, demo=None)
+    print("voxel settings", json.dumps(cfg.model_dump()), file=sys.stderr)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
