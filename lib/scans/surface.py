@@ -94,27 +94,33 @@ def cloud_samples(points: np.ndarray) -> SurfaceSamples:
     return SurfaceSamples(pts, normals, radius)
 
 
-def distance_field(samples: SurfaceSamples, resolution: int, margin: int = 0, alpha: float = 0.5) -> np.ndarray:
+def distance_field(
+    samples: SurfaceSamples, resolution: int, margin: int = 0, reach: float = np.inf, alpha: float = 0.5
+) -> np.ndarray:
     """(R + 2m, R + 2m, R + 2m) float32: for each voxel centre of the grid grown by ``margin`` voxels on every
-    side, the distance to the surface the samples describe."""
+    side, the distance to the surface the samples describe; exact up to ``reach``, inf beyond (only the
+    voxels near the surface are searched, which is most of the speed)."""
     r = resolution + 2 * margin
     axis = np.arange(r, dtype=np.float64) - margin
     centres = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
     k = min(_FIELD_NEIGHBOURS, len(samples.points))
-    _, idx = cKDTree(samples.points).query(centres, k=k)
+    # A disk distance <= reach needs dn <= reach and dt <= reach + alpha * radius.
+    bound = np.hypot(reach, reach + alpha * float(samples.radius.max(initial=0.0)))
+    _, idx = cKDTree(samples.points).query(centres, k=k, distance_upper_bound=bound)
     idx = idx.reshape(len(centres), k)
     best = np.full(len(centres), np.inf)
     for j in range(k):
-        i = idx[:, j]
-        v = centres - samples.points[i]
+        found = idx[:, j] < len(samples.points)  # the others have no sample within the bound
+        i = idx[found, j]
+        v = centres[found] - samples.points[i]
         n = samples.normals[i]
         dn = np.abs(np.einsum("ij,ij->i", v, n))
         dt = np.sqrt(np.maximum(np.einsum("ij,ij->i", v, v) - dn**2, 0.0))
         has_normal = np.einsum("ij,ij->i", n, n) > 0.5
         excess = np.where(has_normal, np.maximum(dt - alpha * samples.radius[i], 0.0), dt)
-        best = np.minimum(best, np.sqrt(dn**2 + excess**2))
+        best[found] = np.minimum(best[found], np.sqrt(dn**2 + excess**2))
+    best[best > reach] = np.inf
     return best.reshape(r, r, r).astype(np.float32)
-
 
 
 def parity_votes(shell: np.ndarray) -> np.ndarray:

@@ -154,7 +154,7 @@ def voxelize_field(geometry: Geometry, cfg: VoxelConfig) -> np.ndarray:
         samples = surface.cloud_samples(normalise(geometry.points, cfg)[0])
     # Work on a grid grown beyond the shell's reach, so that the outside surrounds the shape, then crop.
     m = int(np.ceil(cfg.shell_width)) + 2
-    field = surface.distance_field(samples, cfg.resolution, margin=m)
+    field = surface.distance_field(samples, cfg.resolution, margin=m, reach=cfg.shell_width)
     shell = field <= cfg.shell_width
     grid = shell if cfg.mode == "surface" else surface.solid_from_shell(shell, field, cfg.shell_width)
     out: np.ndarray = grid[m:-m, m:-m, m:-m]
