@@ -74,14 +74,51 @@ class VoxelConfig(BaseModel):
         "the same grid whatever the capture (lib.scans.surface)",
     )
     shell_width: float = Field(1.5, gt=0.0, le=8.0, description="field: voxels within this many voxels of the surface")
+    pose: Literal["as-scanned", "upright", "full"] = Field(
+        "as-scanned",
+        description="as-scanned: as the source lies; upright: keep the up axis, turn about it to the principal "
+        "horizontal axis; full: all three axes to the principal axes (signs from the third moments)",
+    )
 
 
-def normalise(points: np.ndarray, cfg: VoxelConfig) -> tuple[np.ndarray, float]:
-    """Rotate to z-up, centre the bounding box, scale the longest side to R - 2*padding voxels.
+def canonical_rotation(points: np.ndarray, weights: np.ndarray | None, pose: str) -> np.ndarray:
+    """The rotation (3x3, rows the new axes) that brings a z-up shape into its canonical pose.
+
+    ``upright`` turns about z so that the principal horizontal axis of the (weighted) points becomes +x;
+    ``full`` takes all three principal axes, largest spread first, to x, y, z. Each axis points where the
+    third moment along it is positive (the heavier tail), and the frame stays right-handed."""
+    if pose == "as-scanned":
+        return np.eye(3)
+    pts = np.asarray(points, np.float64)
+    w = np.ones(len(pts)) if weights is None else np.asarray(weights, np.float64)
+    w = w / max(float(w.sum()), 1e-300)
+    centred = pts - w @ pts
+    dims = 2 if pose == "upright" else 3
+    sub = centred[:, :dims]
+    _evals, evecs = np.linalg.eigh((sub * w[:, None]).T @ sub)
+    axes = evecs[:, ::-1].T  # rows: principal axes, largest spread first
+    skew = ((sub @ axes.T) ** 3 * w[:, None]).sum(axis=0)
+    axes = axes * np.where(skew < 0, -1.0, 1.0)[:, None]
+    rot = np.eye(3)
+    rot[:dims, :dims] = axes
+    if np.linalg.det(rot) < 0:  # keep it a rotation: flip the least certain axis
+        rot[dims - 1] *= -1
+    return rot
+
+
+def normalise(
+    points: np.ndarray, cfg: VoxelConfig, moments: tuple[np.ndarray, np.ndarray | None] | None = None
+) -> tuple[np.ndarray, float]:
+    """Rotate to z-up (and into the canonical pose, from the ``moments`` points and weights when given, else
+    from ``points``), centre the bounding box, scale the longest side to R - 2*padding voxels.
 
     Returns the points in voxel coordinates and the scale factor applied.
     """
-    pts = np.asarray(points, dtype=np.float64) @ _TO_Z_UP[cfg.up_axis].T
+    up = _TO_Z_UP[cfg.up_axis]
+    pts = np.asarray(points, dtype=np.float64) @ up.T
+    if cfg.pose != "as-scanned" and len(pts):
+        sample, weights = (np.asarray(moments[0], np.float64) @ up.T, moments[1]) if moments else (pts, None)
+        pts = pts @ canonical_rotation(sample, weights, cfg.pose).T
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     with np.errstate(over="ignore", invalid="ignore"):
         extent = float((hi - lo).max())
@@ -119,9 +156,16 @@ def _surface_samples(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.asarray(v, dtype=np.float64)
 
 
+def _mesh_moments(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Face centroids weighted by face area: the surface's moments, whatever the tessellation."""
+    tri = np.asarray(vertices, np.float64)[np.asarray(faces, np.int64)]
+    area = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    return tri.mean(axis=1), area
+
+
 def voxelize_mesh(vertices: np.ndarray, faces: np.ndarray, cfg: VoxelConfig) -> np.ndarray:
     r = cfg.resolution
-    vox, _scale = normalise(vertices, cfg)
+    vox, _scale = normalise(vertices, cfg, _mesh_moments(vertices, faces) if cfg.pose != "as-scanned" else None)
     samples = _surface_samples(vox, np.asarray(faces, dtype=np.int64))
     idx = _bin(samples, r)
     surface = np.zeros((r, r, r), dtype=bool)
@@ -148,7 +192,8 @@ def voxelize_field(geometry: Geometry, cfg: VoxelConfig) -> np.ndarray:
     """The ``field-v1`` representation: the voxels within ``shell_width`` of the surface the capture's samples
     describe (surface mode), or the voxels inside it (solid mode); see :mod:`lib.scans.surface`."""
     if isinstance(geometry, MeshData):
-        vox, _scale = normalise(geometry.vertices, cfg)
+        moments = _mesh_moments(geometry.vertices, geometry.faces) if cfg.pose != "as-scanned" else None
+        vox, _scale = normalise(geometry.vertices, cfg, moments)
         samples = surface.mesh_samples(vox, geometry.faces)
     else:
         samples = surface.cloud_samples(normalise(geometry.points, cfg)[0])

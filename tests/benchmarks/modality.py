@@ -16,7 +16,10 @@ Figures, at 32^3 with the chosen representation (``--representation``, ``--mode`
   trains on the npz train split only and embeds both test copies; k-means k = 10 on their union, scored by
   NMI against the class (``nmi_class``), against the capture, npz or pcd (``nmi_modality``), and the class NMI
   of the npz test copy clustered alone (``nmi_class_single``). Labels only score.
-* ``pose``, ``large_scan``, ``demo``: not measured by this version (null).
+* ``pose``: raw-voxel NMI (k = 10) of the ModelNet10 test clouds as they are (``raw_nmi_aligned``), each
+  turned about z by a random angle (``raw_nmi_rotated``), and turned then voxelized with ``pose="upright"``
+  (``raw_nmi_rotated_posed``);
+* ``large_scan``, ``demo``: not measured by this version (null).
 
 Prints progress to stderr and one final JSON line with exactly those keys.
 """
@@ -141,6 +144,36 @@ def mixed(methods: list[str], store_url: str, work: Path) -> dict[str, dict[str,
     return out
 
 
+def pose(cfg: VoxelConfig, seed: int = 0) -> dict[str, float]:
+    """Raw-voxel NMI (k = 10) of the ModelNet10 test clouds as they are, turned about z by random angles, and
+    turned then brought into the ``upright`` canonical pose."""
+    rng = np.random.default_rng(seed)
+    clouds, labels = [], []
+    for c, cls in enumerate(CLASSES):
+        for f in sorted((DATA / "modelnet10" / "pcd" / cls / "test").glob("*.pcd")):
+            geometry = read_path(f)
+            assert isinstance(geometry, PointCloudData)
+            clouds.append(geometry.points)
+            labels.append(c)
+    y = np.array(labels)
+    angles = rng.uniform(0, 2 * np.pi, len(clouds))
+
+    def turned(p: np.ndarray, a: float) -> np.ndarray:
+        rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+        return np.asarray(p @ rot.T)
+
+    def raw_nmi(points: list[np.ndarray], c: VoxelConfig) -> float:
+        x = np.stack([voxelize(PointCloudData(p), c).ravel() for p in points]).astype(np.float32)
+        return round(float(score_embedding(x, y, config=SCORE).metrics["all"]["nmi"]), 3)
+
+    rotated = [turned(p, a) for p, a in zip(clouds, angles, strict=True)]
+    return {
+        "raw_nmi_aligned": raw_nmi(clouds, cfg),
+        "raw_nmi_rotated": raw_nmi(rotated, cfg),
+        "raw_nmi_rotated_posed": raw_nmi(rotated, cfg.model_copy(update={"pose": "upright"})),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--methods", default="raw", help="comma-separated rows of the quality preset (or methods)")
@@ -158,7 +191,9 @@ def main() -> None:
     result: dict[str, Any] = {"mesh_pcd_iou": mesh_pcd(cfg), "density_iou": density(cfg)}
     print(json.dumps(result), file=sys.stderr, flush=True)
     result["mixed"] = None if args.skip_mixed else mixed(args.methods.split(","), mixed_store(cfg, work), work)
-    result.update(pose=None, large_scan=None, demo=None)
+    result["pose"] = pose(cfg)
+    print(json.dumps(result["pose"]), file=sys.stderr, flush=True)
+    result.update(large_scan=None, demo=None)
     print("voxel settings", json.dumps(cfg.model_dump()), file=sys.stderr)
     print(json.dumps(result))
 

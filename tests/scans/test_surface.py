@@ -116,3 +116,21 @@ def test_parity_votes_tell_inside_from_outside_of_a_closed_shell() -> None:
 
 def test_the_default_representation_is_still_binned() -> None:
     assert VoxelConfig().representation == "binned"  # stores keep theirs; new ones choose (see the issue)
+
+
+@pytest.mark.parametrize("pose", ["upright", "full"])
+@pytest.mark.parametrize("representation", ["binned", "field-v1"])
+def test_a_canonical_pose_undoes_a_turn_about_the_up_axis(pose: str, representation: str) -> None:
+    # An L-shaped block (no symmetry to confuse the principal axes or their signs).
+    a = trimesh.creation.box(extents=(3.0, 1.0, 0.6))
+    b = trimesh.creation.box(extents=(1.0, 1.2, 0.6))
+    b.apply_translation((1.0, 1.1, 0.0))
+    shape = trimesh.util.concatenate([a, b])
+    cfg = VoxelConfig(resolution=32, mode="surface", representation=representation, pose=pose)
+    want = voxelize(_mesh(shape), cfg)
+    for angle in (0.4, 1.9, 3.7):
+        turned = shape.copy()
+        turned.apply_transform(trimesh.transformations.rotation_matrix(angle, (0, 0, 1)))
+        assert iou(voxelize(_mesh(turned), cfg), want) >= 0.8, angle
+        as_scanned = voxelize(_mesh(turned), cfg.model_copy(update={"pose": "as-scanned"}))
+        assert iou(as_scanned, want) < 0.8
