@@ -34,6 +34,8 @@ from scipy.spatial import cKDTree
 #: Mesh samples per voxel² of surface (spacing about half a voxel) and the most samples of one mesh.
 MESH_DENSITY = 4.0
 MESH_MAX_SAMPLES = 400_000
+#: A denser cloud is thinned to this many of its points (a fixed random subset) before its normals are found.
+CLOUD_MAX_POINTS = 400_000
 _NEIGHBOURS = 8  # cloud normals from this many nearest points
 _RADIUS_RANK = 4  # a cloud sample's radius: the distance to its 4th nearest neighbour
 _FIELD_NEIGHBOURS = 2  # the field takes the least disk distance over this many nearest samples
@@ -54,23 +56,34 @@ class SurfaceSamples:
     radius: np.ndarray  # (N,) float64
 
 
+def _double_areas(vertices: np.ndarray, faces: np.ndarray, block: int = 1 << 20) -> np.ndarray:
+    """Twice the area of every face, a block of faces at a time (no (F, 3, 3) copy of a huge mesh)."""
+    out = np.empty(len(faces))
+    for s in range(0, len(faces), block):
+        t = vertices[faces[s : s + block]]
+        out[s : s + block] = np.linalg.norm(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]), axis=1)
+    return out
+
+
 def mesh_samples(vertices: np.ndarray, faces: np.ndarray, seed: int = 0) -> SurfaceSamples:
-    """Area-weighted samples of a mesh already in voxel coordinates (deterministic for a seed)."""
-    tri = np.asarray(vertices, np.float64)[np.asarray(faces, np.int64)]
-    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    double_area = np.linalg.norm(cross, axis=1)
-    area = float(double_area.sum()) / 2.0
+    """Area-weighted samples of a mesh already in voxel coordinates (deterministic for a seed). Memory beyond
+    the mesh itself: one float per face and the samples."""
+    vertices = np.asarray(vertices, np.float64)
+    faces = np.asarray(faces, np.int64)
+    double_area = _double_areas(vertices, faces)
+    cdf = np.cumsum(double_area)
+    area = float(cdf[-1]) / 2.0 if len(cdf) else 0.0
     n = int(min(MESH_MAX_SAMPLES, max(1024, np.ceil(area * MESH_DENSITY))))
     rng = np.random.default_rng(seed)
-    cdf = np.cumsum(double_area)
-    pick = np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), len(tri) - 1)
+    pick = np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), len(faces) - 1)
     u, v = rng.random(n), rng.random(n)
     flip = u + v > 1.0
     u[flip], v[flip] = 1.0 - u[flip], 1.0 - v[flip]
-    t = tri[pick]
-    points = t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])
+    t = vertices[faces[pick]]
+    e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+    points = t[:, 0] + u[:, None] * e1 + v[:, None] * e2
     with np.errstate(invalid="ignore", divide="ignore"):
-        normals = np.nan_to_num(cross[pick] / double_area[pick, None])
+        normals = np.nan_to_num(np.cross(e1, e2) / double_area[pick, None])
     # Each sample stands for area / n of the surface: a disk of that area has this radius.
     radius = np.full(n, np.sqrt(area / n / np.pi))
     return SurfaceSamples(points, normals, radius)
@@ -79,6 +92,8 @@ def mesh_samples(vertices: np.ndarray, faces: np.ndarray, seed: int = 0) -> Surf
 def cloud_samples(points: np.ndarray) -> SurfaceSamples:
     """A point cloud in voxel coordinates as surface samples: PCA normals and neighbour-distance radii."""
     pts = np.unique(np.asarray(points, np.float64), axis=0)  # duplicated points carry no information
+    if len(pts) > CLOUD_MAX_POINTS:  # density beyond this changes the grid by less than a voxel
+        pts = pts[np.sort(np.random.default_rng(0).choice(len(pts), CLOUD_MAX_POINTS, replace=False))]
     n = len(pts)
     normals = np.zeros_like(pts)
     if n < 3:

@@ -19,7 +19,9 @@ Figures, at 32^3 with the chosen representation (``--representation``, ``--mode`
 * ``pose``: raw-voxel NMI (k = 10) of the ModelNet10 test clouds as they are (``raw_nmi_aligned``), each
   turned about z by a random angle (``raw_nmi_rotated``), and turned then voxelized with ``pose="upright"``
   (``raw_nmi_rotated_posed``);
-* ``large_scan``, ``demo``: not measured by this version (null).
+* ``large_scan``: a 20-million-face binary PLY (a bumpy torus, written here) read and voxelized at 32^3
+  and 64^3, each in a fresh process (one worker's job): ``faces``, ``r32_s``, ``r64_s``, ``peak_mb``;
+* ``demo``: not measured by this version (null).
 
 Prints progress to stderr and one final JSON line with exactly those keys.
 """
@@ -174,6 +176,63 @@ def pose(cfg: VoxelConfig, seed: int = 0) -> dict[str, float]:
     }
 
 
+def write_large_ply(path: Path, faces_wanted: int = 20_000_000) -> int:
+    """A binary PLY of a bumpy torus with about ``faces_wanted`` triangles (a museum-size scan); its face count."""
+    nu = int(np.sqrt(faces_wanted / 2 * 1.6))
+    nv = int(faces_wanted / 2 / nu)
+    u = np.linspace(0, 2 * np.pi, nu, endpoint=False)[:, None]
+    v = np.linspace(0, 2 * np.pi, nv, endpoint=False)[None, :]
+    tube = 0.3 + 0.02 * np.sin(7 * u) * np.cos(5 * v)
+    xyz = np.stack([(1 + tube * np.cos(v)) * np.cos(u), (1 + tube * np.cos(v)) * np.sin(u), tube * np.sin(v)], -1)
+    vertices = xyz.reshape(-1, 3).astype("<f4")
+    i, j = np.meshgrid(np.arange(nu), np.arange(nv), indexing="ij")
+    a, b = i * nv + j, ((i + 1) % nu) * nv + j
+    c, d = ((i + 1) % nu) * nv + (j + 1) % nv, i * nv + (j + 1) % nv
+    tri = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([a, c, d], -1).reshape(-1, 3)])
+    faces = np.empty(len(tri), dtype=[("n", "u1"), ("idx", "<i4", (3,))])
+    faces["n"], faces["idx"] = 3, tri
+    header = (
+        f"ply\nformat binary_little_endian 1.0\nelement vertex {len(vertices)}\n"
+        "property float x\nproperty float y\nproperty float z\n"
+        f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n"
+    )
+    with open(path, "wb") as f:
+        f.write(header.encode())
+        f.write(vertices.tobytes())
+        f.write(faces.tobytes())
+    return len(faces)
+
+
+def large_scan(cfg: VoxelConfig, work: Path) -> dict[str, float]:
+    """Read and voxelize a 20-million-face binary PLY in a fresh process each at 32^3 and 64^3 (what one worker
+    does with one item): seconds and the larger peak resident memory."""
+    import subprocess
+
+    path = work / "large.ply"
+    n_faces = write_large_ply(path)
+    out: dict[str, float] = {"faces": n_faces}
+    peak = 0.0
+    for r in (32, 64):
+        c = cfg.model_copy(update={"resolution": r})
+        code = (
+            "import json, resource, sys, time\n"
+            f"sys.path.insert(0, {str(ROOT)!r})\n"
+            "from lib.scans.readers import read_path\nfrom lib.scans.voxelize import VoxelConfig, voxelize\n"
+            f"cfg = VoxelConfig.model_validate({json.dumps(c.model_dump())})\n"
+            f"t = time.perf_counter(); g = voxelize(read_path({str(path)!r}), cfg)\n"
+            "print(json.dumps({'s': time.perf_counter() - t, 'kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+            " 'set': int(g.sum())}))\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        res = json.loads(done.stdout)
+        out[f"r{r}_s"] = round(res["s"], 1)
+        peak = max(peak, res["kb"] / 1024)
+        print("large scan", r, res, file=sys.stderr, flush=True)
+    out["peak_mb"] = round(peak)
+    path.unlink()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--methods", default="raw", help="comma-separated rows of the quality preset (or methods)")
@@ -181,6 +240,7 @@ def main() -> None:
     ap.add_argument("--mode", default="surface", choices=["surface", "solid"])
     ap.add_argument("--shell-width", type=float, default=1.5)
     ap.add_argument("--skip-mixed", action="store_true", help="only the grid comparisons (seconds)")
+    ap.add_argument("--skip-large", action="store_true", help="no 20-million-face scan (it needs about a GB)")
     ap.add_argument("--work", default=None, help="working folder (default: a new temporary one)")
     args = ap.parse_args()
     offline_prefect()
@@ -193,7 +253,8 @@ def main() -> None:
     result["mixed"] = None if args.skip_mixed else mixed(args.methods.split(","), mixed_store(cfg, work), work)
     result["pose"] = pose(cfg)
     print(json.dumps(result["pose"]), file=sys.stderr, flush=True)
-    result.update(large_scan=None, demo=None)
+    result["large_scan"] = None if args.skip_large else large_scan(cfg, work)
+    result["demo"] = None
     print("voxel settings", json.dumps(cfg.model_dump()), file=sys.stderr)
     print(json.dumps(result))
 

@@ -36,8 +36,10 @@ class ReadError(VoxclustError):
 class ReadLimits:
     """Resource limits applied while reading one input."""
 
-    max_bytes: int = 256 * 1024 * 1024
-    max_vertices: int = 5_000_000  # vertices of a mesh or points of a cloud
+    # Museum scans carry 1-20 million vertices (hundreds of MB of PLY); a file that claims more than its bytes
+    # can hold is refused by the format checks whatever these limits say.
+    max_bytes: int = 2 * 1024 * 1024 * 1024
+    max_vertices: int = 50_000_000  # vertices of a mesh or points of a cloud
 
 
 @dataclass(frozen=True)
