@@ -14,7 +14,7 @@ its shell may reach into it. Measured at 32^3 (surface mode), IoU of
 a ModelNet mesh with its 1,024-point cloud: 0.84-0.94 (binned: 0.20-0.61); a 256-point cloud of a sphere,
 cube or torus with its 100,000-point cloud: 0.84-0.89 (``tests/benchmarks/modality.py``).
 
-``binned`` (the first one, and what stores made before the choice existed hold):
+``binned`` (the first one; stores made before the choice existed keep it):
 
 * Point clouds (``surface`` occupancy): a voxel is set when a point falls in its cell.
 * Meshes, ``surface``: a voxel is set when the surface passes through its cell. The mesh is subdivided by
@@ -68,10 +68,10 @@ class VoxelConfig(BaseModel):
         0.2, ge=0.0, description="solid mode: outward-gradient strength below which a surface voxel is kept"
     )
     representation: Literal["binned", "field-v1"] = Field(
-        "binned",
-        description="binned: vertices and points binned (the first representation; stores made before this "
-        "field existed); field-v1: every capture as surface samples and the distance field they define, about "
-        "the same grid whatever the capture (lib.scans.surface)",
+        "field-v1",
+        description="field-v1: every capture as surface samples and the distance field they define, about the "
+        "same grid whatever the capture (lib.scans.surface); binned: vertices and points binned (the first "
+        "representation, which stores made before this setting existed keep)",
     )
     shell_width: float = Field(1.5, gt=0.0, le=8.0, description="field: voxels within this many voxels of the surface")
     pose: Literal["as-scanned", "upright", "full"] = Field(

@@ -112,7 +112,10 @@ class Manifest:
     def from_json(cls, data: dict[str, Any]) -> Manifest:
         if data.get("format") != FORMAT:
             raise StoreError(f"unknown manifest format {data.get('format')!r}")
-        return cls(**{k: v for k, v in data.items() if k != "format"})
+        fields = {k: v for k, v in data.items() if k != "format"}
+        # Stores made before the representation was a setting hold binned grids: keep adding binned ones.
+        fields["voxel"] = {"representation": "binned", **fields.get("voxel", {})}
+        return cls(**fields)
 
 
 def _compressor() -> Any:

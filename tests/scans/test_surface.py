@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import trimesh
@@ -9,6 +11,7 @@ import trimesh
 from lib.scans.readers import MeshData, PointCloudData, read_path
 from lib.scans.surface import cloud_samples, distance_field, parity_votes
 from lib.scans.voxelize import VoxelConfig, voxelize
+from lib.voxels.store import MANIFEST, VoxelStore
 from tests.conftest import shared_data
 
 FIELD = VoxelConfig(resolution=32, mode="surface", representation="field-v1")
@@ -114,8 +117,14 @@ def test_parity_votes_tell_inside_from_outside_of_a_closed_shell() -> None:
     assert (votes[3:9, 3:9, 3:9] == 6).all() and votes[0, 0, 0] == 0 and (votes[shell] == 0).all()
 
 
-def test_the_default_representation_is_still_binned() -> None:
-    assert VoxelConfig().representation == "binned"  # stores keep theirs; new ones choose (see the issue)
+def test_new_stores_use_the_field_and_old_stores_keep_binning(tmp_path: Path) -> None:
+    assert VoxelConfig().representation == "field-v1"
+    store = VoxelStore.open_or_create(str(tmp_path / "s"))
+    assert store.voxel_config().representation == "field-v1"
+    old = store.storage.read_json(MANIFEST)  # a manifest written before the setting existed
+    del old["voxel"]["representation"]
+    store.storage.write_json(MANIFEST, old)
+    assert VoxelStore.open(str(tmp_path / "s")).voxel_config().representation == "binned"
 
 
 @pytest.mark.parametrize("pose", ["upright", "full"])

@@ -1,4 +1,5 @@
-"""Meshes and point clouds to R^3 occupancy grids: volume, shape, padding, orientation, invariance, resampling."""
+"""Meshes and point clouds to R^3 occupancy grids in the binned representation: volume, shape, padding,
+orientation, invariance, resampling."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ from pydantic import ValidationError
 
 from lib.scans.readers import MeshData, PointCloudData
 from lib.scans.voxelize import VoxelConfig, normalise, resample, voxelize, voxelize_mesh, voxelize_points
+
+
+def binned(**options: object) -> VoxelConfig:
+    """The first representation, which these tests pin down (stores made before ``field-v1`` keep it;
+    tests/scans/test_surface.py covers ``field-v1``)."""
+    return VoxelConfig.model_validate({"representation": "binned", **options})
 
 
 def _mesh(m: trimesh.Trimesh) -> MeshData:
@@ -51,7 +58,7 @@ def _sphere_points(n: int = 20000) -> np.ndarray:
 
 @pytest.mark.parametrize(("r", "tol"), [(64, 0.03), (32, 0.05)])
 def test_solid_sphere_volume(sphere: trimesh.Trimesh, r: int, tol: float) -> None:
-    grid = voxelize(_mesh(sphere), VoxelConfig(resolution=r, mode="solid", padding=1))
+    grid = voxelize(_mesh(sphere), binned(resolution=r, mode="solid", padding=1))
     radius = (r - 2 * 1) / 2
     expected = 4 / 3 * math.pi * radius**3
     assert abs(int(grid.sum()) - expected) / expected < tol
@@ -60,8 +67,8 @@ def test_solid_sphere_volume(sphere: trimesh.Trimesh, r: int, tol: float) -> Non
 
 
 def test_surface_sphere_is_hollow(sphere: trimesh.Trimesh) -> None:
-    solid = voxelize(_mesh(sphere), VoxelConfig(resolution=32, mode="solid"))
-    surface = voxelize(_mesh(sphere), VoxelConfig(resolution=32, mode="surface"))
+    solid = voxelize(_mesh(sphere), binned(resolution=32, mode="solid"))
+    surface = voxelize(_mesh(sphere), binned(resolution=32, mode="surface"))
     assert not surface[16, 16, 16] and not surface[15, 15, 15]
     assert surface.sum() < 0.5 * solid.sum()
     assert surface.sum() > 0
@@ -77,7 +84,7 @@ def test_surface_sphere_is_hollow(sphere: trimesh.Trimesh) -> None:
 def test_shape_dtype_and_longest_side(sphere: trimesh.Trimesh, r: int, kind: str) -> None:
     box = trimesh.creation.box(extents=(1.0, 2.0, 3.0))
     geom = _mesh(box) if kind == "mesh" else PointCloudData(np.asarray(box.sample(5000, seed=1), dtype=np.float64))
-    grid = voxelize(geom, VoxelConfig(resolution=r))
+    grid = voxelize(geom, binned(resolution=r))
     assert grid.shape == (r, r, r)
     assert grid.dtype == np.bool_
     ext = _extent(grid)
@@ -89,7 +96,7 @@ def test_shape_dtype_and_longest_side(sphere: trimesh.Trimesh, r: int, kind: str
 @pytest.mark.parametrize("mode", ["solid", "surface"])
 def test_padding_layers_empty(sphere: trimesh.Trimesh, padding: int, mode: str) -> None:
     r = 32
-    grid = voxelize(_mesh(sphere), VoxelConfig(resolution=r, mode=mode, padding=padding))
+    grid = voxelize(_mesh(sphere), binned(resolution=r, mode=mode, padding=padding))
     inner = slice(padding, r - padding)
     assert grid.sum() == grid[inner, inner, inner].sum()
     # The sphere touches the inner box on every face: extent is exactly R - 2*padding along each axis.
@@ -99,7 +106,7 @@ def test_padding_layers_empty(sphere: trimesh.Trimesh, padding: int, mode: str) 
 
 
 def test_point_cloud_padding_and_shape() -> None:
-    cfg = VoxelConfig(resolution=64, padding=2)
+    cfg = binned(resolution=64, padding=2)
     grid = voxelize(PointCloudData(_sphere_points()), cfg)
     assert grid.shape == (64, 64, 64)
     idx = np.argwhere(grid)
@@ -111,14 +118,14 @@ def test_point_cloud_padding_and_shape() -> None:
 
 def test_tall_box_is_tall_along_axis_2() -> None:
     box = trimesh.creation.box(extents=(1.0, 1.0, 4.0))
-    grid = voxelize(_mesh(box), VoxelConfig(resolution=32))
+    grid = voxelize(_mesh(box), binned(resolution=32))
     ext = _extent(grid)
     assert ext[2] == 30
     assert ext[2] > 3 * ext[0] and ext[2] > 3 * ext[1]
 
 
 def test_table_top_is_at_high_z() -> None:
-    grid = voxelize(_mesh(_table()), VoxelConfig(resolution=32))
+    grid = voxelize(_mesh(_table()), binned(resolution=32))
     per_layer = grid.sum(axis=(0, 1))
     assert per_layer[24:].sum() > 5 * per_layer[:8].sum()
     assert per_layer[:8].sum() > 0  # the leg reaches the bottom
@@ -128,15 +135,15 @@ def test_table_top_is_at_high_z() -> None:
 
 def test_up_axis_y_turns_y_to_axis_2() -> None:
     box = trimesh.creation.box(extents=(1.0, 4.0, 1.0))  # tall along y
-    as_z = voxelize(_mesh(box), VoxelConfig(resolution=32, up_axis="z"))
-    as_y = voxelize(_mesh(box), VoxelConfig(resolution=32, up_axis="y"))
+    as_z = voxelize(_mesh(box), binned(resolution=32, up_axis="z"))
+    as_y = voxelize(_mesh(box), binned(resolution=32, up_axis="y"))
     assert _extent(as_z)[1] == 30 and _extent(as_z)[2] < 10
     assert _extent(as_y)[2] == 30 and _extent(as_y)[1] < 10
 
 
 def test_up_axis_y_keeps_top_up() -> None:
-    z_up = voxelize(_mesh(_table("z")), VoxelConfig(resolution=32, up_axis="z"))
-    y_up = voxelize(_mesh(_table("y")), VoxelConfig(resolution=32, up_axis="y"))
+    z_up = voxelize(_mesh(_table("z")), binned(resolution=32, up_axis="z"))
+    y_up = voxelize(_mesh(_table("y")), binned(resolution=32, up_axis="y"))
     per_layer = y_up.sum(axis=(0, 1))
     assert per_layer[24:].sum() > 5 * per_layer[:8].sum()  # not flipped
     # The same table, read with its own up axis, gives the same occupancy profile along z.
@@ -152,7 +159,7 @@ def test_every_up_axis_goes_to_plus_z(axis: str) -> None:
     pts[:10, col] = sign * 1.0
     pts[:10, (col + 1) % 3] = np.linspace(-0.1, 0.1, 10)
     pts[10, col] = -sign * 1.0
-    grid = voxelize_points(pts, VoxelConfig(resolution=16, up_axis=axis, padding=0))  # type: ignore[arg-type]
+    grid = voxelize_points(pts, binned(resolution=16, up_axis=axis, padding=0))  # type: ignore[arg-type]
     per_layer = grid.sum(axis=(0, 1))
     assert per_layer[15] > per_layer[0] >= 1
 
@@ -166,7 +173,7 @@ def test_translation_and_scale_invariance(mode: str) -> None:
     moved = table.copy()
     moved.apply_scale(7.0)
     moved.apply_translation((100.0, -50.0, 3.0))
-    cfg = VoxelConfig(resolution=32, mode=mode)
+    cfg = binned(resolution=32, mode=mode)
     a = voxelize(_mesh(table), cfg)
     b = voxelize(_mesh(moved), cfg)
     assert a.any()
@@ -175,16 +182,16 @@ def test_translation_and_scale_invariance(mode: str) -> None:
 
 def test_normalise_centres_and_scales() -> None:
     pts = np.array([[10.0, 0.0, 0.0], [12.0, 1.0, 4.0]])
-    out, scale = normalise(pts, VoxelConfig(resolution=32, padding=1))
+    out, scale = normalise(pts, binned(resolution=32, padding=1))
     assert scale == pytest.approx(30 / 4)
     assert out.mean(axis=0) == pytest.approx([15.5, 15.5, 15.5])
     assert (out[1] - out[0]) == pytest.approx([15.0, 7.5, 30.0])
     with pytest.raises(ValueError, match="zero extent"):
-        normalise(np.ones((5, 3)), VoxelConfig())
+        normalise(np.ones((5, 3)), binned())
 
 
 def test_deterministic(sphere: trimesh.Trimesh) -> None:
-    cfg = VoxelConfig(resolution=32)
+    cfg = binned(resolution=32)
     assert np.array_equal(voxelize(_mesh(sphere), cfg), voxelize(_mesh(sphere), cfg))
     pts = PointCloudData(_sphere_points())
     assert np.array_equal(voxelize(pts, cfg), voxelize(pts, cfg))
@@ -194,8 +201,8 @@ def test_deterministic(sphere: trimesh.Trimesh) -> None:
 
 
 def test_points_on_sphere_give_a_shell(sphere: trimesh.Trimesh) -> None:
-    grid = voxelize(PointCloudData(_sphere_points()), VoxelConfig(resolution=32))
-    solid = voxelize(_mesh(sphere), VoxelConfig(resolution=32))
+    grid = voxelize(PointCloudData(_sphere_points()), binned(resolution=32))
+    solid = voxelize(_mesh(sphere), binned(resolution=32))
     assert not grid[12:20, 12:20, 12:20].any()  # hollow
     assert 0 < grid.sum() < 0.5 * solid.sum()
     assert (_extent(grid) == 30).all()
@@ -204,7 +211,7 @@ def test_points_on_sphere_give_a_shell(sphere: trimesh.Trimesh) -> None:
 def test_points_on_box_surface_lie_on_the_boundary() -> None:
     box = trimesh.creation.box(extents=(2.0, 2.0, 2.0))
     pts = np.asarray(box.sample(20000, seed=3), dtype=np.float64)
-    grid = voxelize(PointCloudData(pts), VoxelConfig(resolution=32))
+    grid = voxelize(PointCloudData(pts), binned(resolution=32))
     idx = np.argwhere(grid)
     lo, hi = idx.min(axis=0), idx.max(axis=0)
     assert (lo == 1).all() and (hi == 30).all()
@@ -216,7 +223,7 @@ def test_points_on_box_surface_lie_on_the_boundary() -> None:
 
 def test_voxelize_rejects_other_types() -> None:
     with pytest.raises(TypeError):
-        voxelize(np.zeros((3, 3)), VoxelConfig())  # type: ignore[arg-type]
+        voxelize(np.zeros((3, 3)), binned())  # type: ignore[arg-type]
 
 
 # -- thin structures ------------------------------------------------------------------------------------
@@ -225,8 +232,8 @@ def test_voxelize_rejects_other_types() -> None:
 @pytest.mark.parametrize("r", [32, 64])
 def test_thin_sheet_survives_solid_mode(r: int) -> None:
     sheet = trimesh.creation.box(extents=(1.0, 1.0, 0.001))
-    solid = voxelize_mesh(sheet.vertices, sheet.faces, VoxelConfig(resolution=r, mode="solid"))
-    surface = voxelize_mesh(sheet.vertices, sheet.faces, VoxelConfig(resolution=r, mode="surface"))
+    solid = voxelize_mesh(sheet.vertices, sheet.faces, binned(resolution=r, mode="solid"))
+    surface = voxelize_mesh(sheet.vertices, sheet.faces, binned(resolution=r, mode="surface"))
     assert (solid & surface).sum() > 0.8 * surface.sum()
     # Seen from above, the sheet still covers its square (its one-voxel rim may be trimmed).
     footprint = solid.any(axis=2)
@@ -235,7 +242,7 @@ def test_thin_sheet_survives_solid_mode(r: int) -> None:
 
 
 def test_thin_leg_survives_solid_mode() -> None:
-    grid = voxelize(_mesh(_table()), VoxelConfig(resolution=32, mode="solid"))
+    grid = voxelize(_mesh(_table()), binned(resolution=32, mode="solid"))
     # Every layer from the floor to the top holds something (the leg is not cleared away).
     assert grid.any(axis=(0, 1))[1:31].all()
 
