@@ -116,6 +116,22 @@ class Storage(ABC):
     def write_json(self, key: str, value: Any) -> None:
         self.write_bytes(key, json.dumps(value, separators=(",", ":"), sort_keys=True).encode())
 
+    def _break(self, key: str, stale: bytes, token: bytes) -> None:
+        """Delete the lock ``key`` if it still holds ``stale``. Of several waiters that judged the same lock
+        stale, only the one that creates its *breaker* (put-if-absent) may delete it, and only after reading it
+        again: otherwise a late waiter could delete the lock a faster one has just taken. The breaker goes
+        once the stale lock has: a waiter that comes later finds the lock changed and deletes nothing."""
+        breaker = f"{key}.broken-{hashlib.sha256(stale).hexdigest()[:16]}"
+        if not self.write_if_absent(breaker, token):
+            return
+        try:
+            if self.read_bytes(key) == stale:
+                self.delete(key)
+        except FileNotFoundError:
+            pass
+        finally:
+            self.delete(breaker)
+
     @contextlib.contextmanager
     def lock(self, name: str, ttl_s: float = 300.0, timeout_s: float = 120.0) -> Iterator[None]:
         """Mutual exclusion between processes and machines sharing this storage.
@@ -145,11 +161,7 @@ class Storage(ABC):
             except (FileNotFoundError, KeyError, ValueError, TypeError, AttributeError):
                 stale = False  # vanished or half-visible: just retry
             if stale:
-                # Of several waiters that see the same stale lock, only the one that creates its breaker
-                # deletes it; otherwise a late waiter could delete the lock a faster one has just taken.
-                breaker = f"_locks/{name}.broken-{hashlib.sha256(raw).hexdigest()[:16]}"
-                if self.write_if_absent(breaker, json.dumps(token).encode()):
-                    self.delete(key)
+                self._break(key, raw, json.dumps(token).encode())
                 continue
             if time.monotonic() > deadline:
                 raise LockTimeout(f"{self.url}: could not take lock {name!r} within {timeout_s:.0f} s")

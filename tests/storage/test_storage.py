@@ -80,6 +80,7 @@ class StorageContract:
     def test_stale_lock_is_broken_by_one_waiter_only(self, storage: Storage) -> None:
         storage.write_json("_locks/s.lock", {"owner": "gone", "expires": time.time() - 1})
         assert _most_holders_at_once(storage, "s", threads=6, hold_s=0.05) == 1
+        assert storage.list("_locks") == []  # neither the lock nor its breaker is left behind
 
     def test_lock_of_a_killed_process_of_this_machine_is_broken_at_once(self, storage: Storage) -> None:
         code = (
@@ -98,6 +99,7 @@ class StorageContract:
         with storage.lock("held", timeout_s=30):
             assert storage.read_json("_locks/held.lock")["pid"] == os.getpid()
         assert time.monotonic() - started < 10  # not the 300 s of its ttl
+        assert storage.list("_locks") == []
         holder.wait()
 
     @pytest.mark.timeout(120)

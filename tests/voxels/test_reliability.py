@@ -90,6 +90,10 @@ def test_the_flow_process_killed_mid_batch_then_run_again(
     prefect_api: str, batch: str, clean: VoxelStore, tmp_path: Path
 ) -> None:
     store_url = str(tmp_path / "store")
+    # Chunks of 4 (as the clean run's): 11 chunk tasks, so "mid-batch" lasts seconds. With the CLI's default
+    # of 32 the batch is 2 chunks, and on a busy machine the poll below sometimes saw both commits only after
+    # finalize had merged them: the kill came too late.
+    VoxelStore.open_or_create(store_url, chunk_items=4)
     args = [VOXCLUST, "voxelize", batch, "--out", store_url, "--workers", "2", "--items-per-task", "4", "--json"]
     proc = subprocess.Popen(
         args, env=_cli_env(prefect_api), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
