@@ -41,7 +41,7 @@ def _by_item(store: VoxelStore) -> dict[str, dict]:
 
 def test_import_modelnet_layout(tmp_path: Path, modelnet_like: dict[str, np.ndarray]) -> None:
     url = str(tmp_path / "store")
-    counts = import_npz(tmp_path / "mn.npz", url, classes=CLASSES)
+    counts = import_npz(tmp_path / "mn.npz", url, classes=CLASSES, keep_frame=True)
     assert counts == {"items": 79, "skipped": 0, "stored": 76, "failed": 3}
 
     store = VoxelStore.open(url)
@@ -81,10 +81,10 @@ def test_import_modelnet_layout(tmp_path: Path, modelnet_like: dict[str, np.ndar
 
 def test_reimport_stores_nothing_twice(tmp_path: Path, modelnet_like: dict[str, np.ndarray]) -> None:
     url = str(tmp_path / "store")
-    import_npz(tmp_path / "mn.npz", url, classes=CLASSES)
+    import_npz(tmp_path / "mn.npz", url, classes=CLASSES, keep_frame=True)
     before = VoxelStore.open(url).summary()
     rows_before = VoxelStore.open(url).manifest().n_rows
-    again = import_npz(tmp_path / "mn.npz", url, classes=CLASSES)
+    again = import_npz(tmp_path / "mn.npz", url, classes=CLASSES, keep_frame=True)
     assert again == {"items": 79, "skipped": 79, "stored": 0, "failed": 0}
     after = VoxelStore.open(url).summary()
     assert after["items"] == before["items"] == 79
@@ -94,8 +94,8 @@ def test_reimport_stores_nothing_twice(tmp_path: Path, modelnet_like: dict[str, 
 
 def test_same_file_under_another_batch_name_is_new(tmp_path: Path, modelnet_like: dict[str, np.ndarray]) -> None:
     url = str(tmp_path / "store")
-    import_npz(tmp_path / "mn.npz", url)
-    counts = import_npz(tmp_path / "mn.npz", url, batch_name="again")
+    import_npz(tmp_path / "mn.npz", url, keep_frame=True)
+    counts = import_npz(tmp_path / "mn.npz", url, batch_name="again", keep_frame=True)
     assert counts["stored"] == 76 and counts["skipped"] == 0
     s = VoxelStore.open(url).summary()
     assert s["items"] == 158 and s["batches"] == ["again", "mn"]
@@ -104,7 +104,7 @@ def test_same_file_under_another_batch_name_is_new(tmp_path: Path, modelnet_like
 def test_labels_without_classes_use_numbers_or_file_classes(tmp_path: Path) -> None:
     x = _grids(4, 16, 2)
     np.savez(tmp_path / "plain.npz", X=x, y=np.array([0, 1, 1, 7]))
-    import_npz(tmp_path / "plain.npz", str(tmp_path / "a"))
+    import_npz(tmp_path / "plain.npz", str(tmp_path / "a"), keep_frame=True)
     store = VoxelStore.open(str(tmp_path / "a"))
     assert store.summary()["classes"] == {"0": 1, "1": 2, "7": 1}
     recs = _by_item(store)
@@ -112,11 +112,13 @@ def test_labels_without_classes_use_numbers_or_file_classes(tmp_path: Path) -> N
     assert all(r["split"] is None for r in recs.values())
 
     np.savez(tmp_path / "named.npz", X=x, y=np.array([0, 1, 1, 7]), classes=np.array(["cup", "bowl"]))
-    import_npz(tmp_path / "named.npz", str(tmp_path / "b"))
+    import_npz(tmp_path / "named.npz", str(tmp_path / "b"), keep_frame=True)
     # Names from the file; a label outside the list keeps its number.
     assert VoxelStore.open(str(tmp_path / "b")).summary()["classes"] == {"cup": 1, "bowl": 2, "7": 1}
     # classes= wins over the file's.
-    import_npz(tmp_path / "named.npz", str(tmp_path / "c"), classes=["a", "b", "c", "d", "e", "f", "g", "h"])
+    import_npz(
+        tmp_path / "named.npz", str(tmp_path / "c"), classes=["a", "b", "c", "d", "e", "f", "g", "h"], keep_frame=True
+    )
     assert VoxelStore.open(str(tmp_path / "c")).summary()["classes"] == {"a": 1, "b": 2, "h": 1}
 
 
@@ -124,7 +126,7 @@ def test_x_y_split_layout(tmp_path: Path) -> None:
     x = _grids(6, 16, 3, empty=(4,))
     split = np.array(["train", "test", "train", "train", "test", "test"])
     np.savez(tmp_path / "xys.npz", X=x, y=np.array([0, 1, 0, 1, 0, 1]), split=split)
-    counts = import_npz(tmp_path / "xys.npz", str(tmp_path / "s"), classes=["p", "q"])
+    counts = import_npz(tmp_path / "xys.npz", str(tmp_path / "s"), classes=["p", "q"], keep_frame=True)
     assert counts == {"items": 6, "skipped": 0, "stored": 5, "failed": 1}
     store = VoxelStore.open(str(tmp_path / "s"))
     recs = _by_item(store)
@@ -146,7 +148,7 @@ def test_x_y_split_layout(tmp_path: Path) -> None:
 def test_x_only_layout(tmp_path: Path) -> None:
     x = _grids(3, 16, 4).astype(bool)
     np.savez(tmp_path / "xonly.npz", X=x)
-    assert import_npz(tmp_path / "xonly.npz", str(tmp_path / "s"))["stored"] == 3
+    assert import_npz(tmp_path / "xonly.npz", str(tmp_path / "s"), keep_frame=True)["stored"] == 3
     store = VoxelStore.open(str(tmp_path / "s"))
     assert store.summary()["classes"] == {}
     assert all(r["label"] is None for r in store.records())
@@ -156,14 +158,14 @@ def test_x_only_layout(tmp_path: Path) -> None:
 def test_resampled_to_the_store_resolution(tmp_path: Path) -> None:
     url = str(tmp_path / "store")
     np.savez(tmp_path / "r32.npz", X=_grids(3, 32, 5), y=np.array([0, 1, 2]))
-    import_npz(tmp_path / "r32.npz", url)
+    import_npz(tmp_path / "r32.npz", url, keep_frame=True)
     x64 = np.zeros((4, 64, 64, 64), dtype=np.uint8)
     x64[0, 10, 20, 30] = 1  # a single voxel survives max-pooling
     x64[1, 8:56, 8:56, 8:56] = 1
     x64[2] = _grids(1, 64, 6)[0]
     # x64[3] stays empty
     np.savez(tmp_path / "r64.npz", X=x64, y=np.array([0, 1, 2, 0]))
-    counts = import_npz(tmp_path / "r64.npz", url, batch_name="big")
+    counts = import_npz(tmp_path / "r64.npz", url, batch_name="big", keep_frame=True)
     assert counts == {"items": 4, "skipped": 0, "stored": 3, "failed": 1}
 
     store = VoxelStore.open(url)
@@ -181,7 +183,7 @@ def test_new_store_at_requested_resolution(tmp_path: Path) -> None:
     x = np.zeros((1, 16, 16, 16), dtype=bool)
     x[0, 4:12, 4:12, 4:12] = True
     np.savez(tmp_path / "small.npz", X=x)
-    import_npz(tmp_path / "small.npz", str(tmp_path / "s"), resolution=32)
+    import_npz(tmp_path / "small.npz", str(tmp_path / "s"), resolution=32, keep_frame=True)
     store = VoxelStore.open(str(tmp_path / "s"))
     assert store.summary()["resolution"] == 32
     assert store.read([0])[0].sum() == 16**3
@@ -247,7 +249,7 @@ def test_bad_files(tmp_path: Path, case: str, message: str) -> None:
         path = _bad(tmp_path, "sl.npz", X=x, y=np.array(["a", "b", "a", "b", "a"]))
     store = tmp_path / "store"
     with pytest.raises(NpzImportError, match=message) as info:
-        import_npz(path, str(store))
+        import_npz(path, str(store), keep_frame=True)
     assert str(path.name) in str(info.value)
     assert "\n" not in str(info.value)
     # Nothing was written: the file is checked before the store is touched.
@@ -257,7 +259,7 @@ def test_bad_files(tmp_path: Path, case: str, message: str) -> None:
 def test_real_modelnet10(tmp_path: Path) -> None:
     path = shared_data("modelnet10", "voxels32.npz")
     url = str(tmp_path / "store")
-    counts = import_npz(path, url, classes=MODELNET10)
+    counts = import_npz(path, url, classes=MODELNET10, keep_frame=True)
     assert counts == {"items": 4899, "skipped": 0, "stored": 4865, "failed": 34}
     store = VoxelStore.open(url)
     s = store.summary()
