@@ -40,7 +40,11 @@ Mode = Annotated[str | None, typer.Option(help="meshes: 'solid' (filled) or 'sur
 UpAxis = Annotated[str | None, typer.Option(help="the sources' up axis (x, y, z, -x, -y, -z); new stores only")]
 Representation = Annotated[
     str | None,
-    typer.Option(help="'field-v1' (the same grid whatever the capture) or 'binned' (default); new stores only"),
+    typer.Option(help="'field-v1' (default: the same grid whatever the capture) or 'binned'; new stores only"),
+]
+Pose = Annotated[
+    str | None,
+    typer.Option(help="'as-scanned' (default), 'upright' (turn about the up axis) or 'full'; new stores only"),
 ]
 DaskAddress = Annotated[
     str | None, typer.Option(help="existing Dask scheduler, e.g. tcp://host:8786 (env VOXCLUST_DASK_ADDRESS)")
@@ -49,11 +53,21 @@ Workers = Annotated[int | None, typer.Option(help="LocalCluster worker processes
 
 
 def _voxel_config(
-    resolution: int | None, mode: str | None, up_axis: str | None, representation: str | None = None
+    resolution: int | None,
+    mode: str | None,
+    up_axis: str | None,
+    representation: str | None = None,
+    pose: str | None = None,
 ) -> Any:
     from lib.scans.voxelize import VoxelConfig
 
-    options = {"resolution": resolution, "mode": mode, "up_axis": up_axis, "representation": representation}
+    options = {
+        "resolution": resolution,
+        "mode": mode,
+        "up_axis": up_axis,
+        "representation": representation,
+        "pose": pose,
+    }
     given = {k: v for k, v in options.items() if v is not None}
     return VoxelConfig.model_validate(given) if given else None
 
@@ -128,6 +142,7 @@ def voxelize(
     mode: Mode = None,
     up_axis: UpAxis = None,
     representation: Representation = None,
+    pose: Pose = None,
     batch_name: BatchName = None,
     items_per_task: Annotated[
         int | None, typer.Option(min=1, help="items per Prefect task (default: ~4 tasks per Dask worker)")
@@ -142,7 +157,7 @@ def voxelize(
 ) -> None:
     """Voxelize a scan batch into a voxel store (a Prefect flow over Dask). Re-runs store nothing twice."""
     with _user_errors():
-        voxel = _voxel_config(resolution, mode, up_axis, representation)
+        voxel = _voxel_config(resolution, mode, up_axis, representation, pose)
         _preflight(batch_url, store_url)
         limits = {"max_bytes": max_bytes, "max_vertices": max_vertices}
         with progress_bars(not as_json):
