@@ -41,7 +41,7 @@ _RADIUS_RANK = 4  # a cloud sample's radius: the distance to its 4th nearest nei
 _FIELD_NEIGHBOURS = 2  # the field takes the least disk distance over this many nearest samples
 _FLAT = 0.2  # a neighbourhood whose middle spread is below this share of its largest is a line: no normal
 #: Filled, the shell reaches this much farther beyond the surface than its width, measured to voxel centres
-#: (calibrated on spheres: a solid sphere within 1% of its volume at 32^3 and 64^3).
+#: (calibrated on spheres: a solid sphere within about 2% of its volume at 32^3 and 64^3, shell widths 1-2).
 DEPTH_OFFSET = 1.25
 _HALF_DIAGONAL = float(np.sqrt(3) / 2)  # a surface this close to a voxel's centre may pass through its cell
 
