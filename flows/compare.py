@@ -27,7 +27,7 @@ from lib.features.base import MethodError
 from lib.features.runs import Region, RunRequest
 from lib.progress import emit
 from lib.report.markdown import render_markdown
-from lib.report.table import table_rows
+from lib.report.table import rounded_rows, table_rows
 from lib.settings import settings
 from lib.storage import open_storage
 from lib.threads import cpu_share
@@ -189,7 +189,7 @@ def compare_methods(
     out = open_storage(out_url)
     html = out.browser_url("report.html")
     rows = table_rows(rep)
-    create_table_artifact(rows, key=_key(artifact_prefix, "table"), description="metrics per method")
+    create_table_artifact(rounded_rows(rows), key=_key(artifact_prefix, "table"), description="metrics per method")
     create_markdown_artifact(
         render_markdown(rep, {"HTML report": html, "assignments (CSV)": out.browser_url("assignments.csv")}),
         key=_key(artifact_prefix, "summary"),

@@ -10,6 +10,7 @@ from prefect.artifacts import create_table_artifact
 from flows.compare import compare_methods
 from flows.voxelize import run_voxelize
 from lib.compare.rows import CompareConfig, resolve_entries
+from lib.report.table import rounded_rows
 
 
 @flow(name="pipeline")
@@ -32,7 +33,7 @@ def pipeline(
     log.info("batch %s: %d stored, %d failed", voxelized["batch"], voxelized["stored"], voxelized["failed"])
     report = compare_methods(voxelized["store"]["store"], entries, config, True, device)
     create_table_artifact(
-        report["rows"],
+        rounded_rows(report["rows"]),
         key="voxclust-pipeline-table",
         description=f"comparison after batch {voxelized['batch']} ({voxelized['stored']} stored, "
         f"{voxelized['failed']} failed); report {report['html_url']}",

@@ -17,7 +17,7 @@ Choices:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 BASE_COLUMNS: tuple[str, ...] = (
@@ -187,4 +187,13 @@ def failed_methods(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         (str(m.get("name", "")), str(m.get("error") or "no error message"))
         for m in method_entries(report)
         if m.get("status") != "ok"
+    ]
+
+
+def rounded_rows(rows: Sequence[Mapping[str, Any]], digits: int = 3) -> list[dict[str, Any]]:
+    """``rows`` with every float rounded to ``digits`` decimals, as the HTML report shows them (for tables
+    that print numbers in full, such as Prefect's table artifacts)."""
+    return [
+        {k: round(v, digits) if isinstance(v, float) and math.isfinite(v) else v for k, v in row.items()}
+        for row in rows
     ]

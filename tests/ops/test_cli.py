@@ -222,3 +222,29 @@ def test_voxelize_into_a_file_is_refused(runner: CliRunner, tmp_path: Path) -> N
     (tmp_path / "store").write_text("not a folder")
     result = runner.invoke(app, ["voxelize", str(tmp_path / "batch"), "--out", str(tmp_path / "store")])
     assert_user_error(result, "not a directory")
+
+
+def test_the_comparison_table_fits_80_columns_without_eliding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    from voxclust import cli
+
+    console = Console(width=80, record=True)
+    monkeypatch.setattr(cli, "out", console)
+    rows = [
+        {
+            "name": "softtriple_supervised",
+            "status": "ok",
+            "nmi": 0.9463849645616855,
+            "ari": 0.8123,
+            "acc": 0.9,
+            "n_clusters": 10,
+            "train_seconds": 1234.5,
+            "test_accuracy": 0.8765,
+        },
+        {"name": "raw", "status": "failed", "nmi": None, "error": "boom"},
+    ]
+    cli._print_report({"rows": rows, "best_method": "raw", "html_url": "file:///r.html"}, False)
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert "0.95" in text and "softtriple_supervised" in text and "1234" in text

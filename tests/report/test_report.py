@@ -254,3 +254,10 @@ def test_render_markdown(report: dict[str, Any]) -> None:
 
     unlabelled = render_markdown({"title": "t", "labelled": False, "methods": []})
     assert "no labels" in unlabelled and "No methods were run." in unlabelled and "Links" not in unlabelled
+
+
+def test_rounded_rows_show_numbers_as_the_html_does() -> None:
+    from lib.report.table import rounded_rows
+
+    rows = rounded_rows([{"name": "dc", "nmi": 0.9463849645616855, "k": 10, "silhouette": None}])
+    assert rows == [{"name": "dc", "nmi": 0.946, "k": 10, "silhouette": None}]
