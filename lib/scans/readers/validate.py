@@ -53,13 +53,22 @@ def _validate(geometry: Geometry, limits: ReadLimits) -> Geometry:
         # vertices only: a point cloud
         return PointCloudData(verts)
     # areas relative to the bounding box (finite and > 0 here): raw cross products of huge coordinates overflow
-    scale = float(np.ptp(verts, axis=0).max())
-    tri = (verts[faces] - verts.min(axis=0)) / scale
-    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    areas = np.sqrt(np.einsum("ij,ij->i", cross, cross))
-    if not np.any(areas > 1e-12):
+    if not _any_face_with_area(verts, faces):
         raise _Invalid(f"zero-area mesh: all {len(faces)} faces have zero area")
     return MeshData(verts, faces)
+
+
+def _any_face_with_area(verts: np.ndarray, faces: np.ndarray, block: int = 1 << 18) -> bool:
+    """Whether some face has a non-zero area (relative to the mesh's extent), a block of faces at a time: a
+    real mesh answers in its first block, without an (F, 3, 3) copy of a 20-million-face scan."""
+    scale = float(np.ptp(verts, axis=0).max())
+    low = verts.min(axis=0)
+    for s in range(0, len(faces), block):
+        tri = (verts[faces[s : s + block]] - low) / scale
+        cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        if np.any(np.einsum("ij,ij->i", cross, cross) > 1e-24):  # area > 1e-12
+            return True
+    return False
 
 
 def _check_finite(arr: np.ndarray, what: str) -> None:
