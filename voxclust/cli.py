@@ -404,6 +404,14 @@ def _compare_entries(methods: str | None, preset: str | None, options: list[str]
     return resolve_entries(names, preset, overrides)
 
 
+def _cell(column: str, value: Any) -> str:
+    if value is None:
+        return "–"
+    if column == "train_seconds":
+        return f"{value:.0f}"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
 def _print_report(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(result))
@@ -415,19 +423,7 @@ def _print_report(result: dict[str, Any], as_json: bool) -> None:
     for c, header in cols.items():
         table.add_column(header, justify="left" if c in ("name", "status") else "right")
     for row in result["rows"]:
-        cells = []
-        for c in cols:
-            v = row.get(c)
-            cells.append(
-                "–"
-                if v is None
-                else f"{v:.0f}"
-                if c == "train_seconds"
-                else f"{v:.2f}"
-                if isinstance(v, float)
-                else str(v)
-            )
-        table.add_row(*cells)
+        table.add_row(*(_cell(c, row.get(c)) for c in cols))
     out.print(table)
     for row in result["rows"]:
         if row.get("error"):
