@@ -56,7 +56,7 @@ class SurfaceSamples:
     radius: np.ndarray  # (N,) float64
 
 
-def _double_areas(vertices: np.ndarray, faces: np.ndarray, block: int = 1 << 20) -> np.ndarray:
+def double_areas(vertices: np.ndarray, faces: np.ndarray, block: int = 1 << 20) -> np.ndarray:
     """Twice the area of every face, a block of faces at a time (no (F, 3, 3) copy of a huge mesh)."""
     out = np.empty(len(faces))
     for s in range(0, len(faces), block):
@@ -70,7 +70,7 @@ def mesh_samples(vertices: np.ndarray, faces: np.ndarray, seed: int = 0) -> Surf
     the mesh itself: one float per face and the samples."""
     vertices = np.asarray(vertices, np.float64)
     faces = np.asarray(faces, np.int64)
-    double_area = _double_areas(vertices, faces)
+    double_area = double_areas(vertices, faces)
     cdf = np.cumsum(double_area)
     area = float(cdf[-1]) / 2.0 if len(cdf) else 0.0
     n = int(min(MESH_MAX_SAMPLES, max(1024, np.ceil(area * MESH_DENSITY))))

@@ -156,16 +156,19 @@ def _surface_samples(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.asarray(v, dtype=np.float64)
 
 
-def _mesh_moments(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Face centroids weighted by face area: the surface's moments, whatever the tessellation."""
-    tri = np.asarray(vertices, np.float64)[np.asarray(faces, np.int64)]
-    area = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    return tri.mean(axis=1), area
+def _mesh_moments(vertices: np.ndarray, faces: np.ndarray, cfg: VoxelConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """Face centroids weighted by face area (the surface's moments, whatever the tessellation) when ``cfg``
+    asks for a canonical pose; None otherwise."""
+    if cfg.pose == "as-scanned":
+        return None
+    v, f = np.asarray(vertices, np.float64), np.asarray(faces, np.int64)
+    centroids = (v[f[:, 0]] + v[f[:, 1]] + v[f[:, 2]]) / 3.0
+    return centroids, surface.double_areas(v, f)
 
 
 def voxelize_mesh(vertices: np.ndarray, faces: np.ndarray, cfg: VoxelConfig) -> np.ndarray:
     r = cfg.resolution
-    vox, _scale = normalise(vertices, cfg, _mesh_moments(vertices, faces) if cfg.pose != "as-scanned" else None)
+    vox, _scale = normalise(vertices, cfg, _mesh_moments(vertices, faces, cfg))
     samples = _surface_samples(vox, np.asarray(faces, dtype=np.int64))
     idx = _bin(samples, r)
     surface = np.zeros((r, r, r), dtype=bool)
@@ -192,8 +195,7 @@ def voxelize_field(geometry: Geometry, cfg: VoxelConfig) -> np.ndarray:
     """The ``field-v1`` representation: the voxels within ``shell_width`` of the surface the capture's samples
     describe (surface mode), or the voxels inside it (solid mode); see :mod:`lib.scans.surface`."""
     if isinstance(geometry, MeshData):
-        moments = _mesh_moments(geometry.vertices, geometry.faces) if cfg.pose != "as-scanned" else None
-        vox, _scale = normalise(geometry.vertices, cfg, moments)
+        vox, _scale = normalise(geometry.vertices, cfg, _mesh_moments(geometry.vertices, geometry.faces, cfg))
         samples = surface.mesh_samples(vox, geometry.faces)
     else:
         samples = surface.cloud_samples(normalise(geometry.points, cfg)[0])

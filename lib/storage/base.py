@@ -7,6 +7,7 @@ store metadata updates (:meth:`Storage.lock`); listings are safe while other wri
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -177,6 +178,7 @@ class Storage(ABC):
                 pass
 
 
+@functools.cache
 def _process_space() -> str | None:
     """Where a process id means one process: this boot of this machine and this PID namespace (None where
     that cannot be told, e.g. off Linux)."""
