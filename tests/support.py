@@ -168,3 +168,24 @@ def assert_user_error(result, *fragments: str) -> str:  # type: ignore[no-untype
     for f in fragments:
         assert f in err, err
     return err
+
+
+# The shared ModelNet meshes whose 1,024-point PCD covers the same box as the mesh (bathtub_0001's covers a
+# smaller one), with the PCD's <class>/<split> folder; and the shapes the density comparisons sample.
+MESH_PCD_PAIRS = {
+    "bathtub_0002": "bathtub/train",
+    "bed_0001": "bed/train",
+    "chair_0890": "chair/test",
+    "toilet_0345": "toilet/test",
+}
+
+
+def density_shapes() -> dict[str, Any]:
+    """A sphere, a cube and a torus (trimesh meshes)."""
+    import trimesh
+
+    return {
+        "sphere": trimesh.creation.icosphere(subdivisions=4),
+        "cube": trimesh.creation.box(),
+        "torus": trimesh.creation.torus(major_radius=1.0, minor_radius=0.3),
+    }

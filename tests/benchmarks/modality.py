@@ -52,21 +52,10 @@ from lib.scans.readers import PointCloudData, read_path  # noqa: E402
 from lib.scans.voxelize import VoxelConfig, voxelize  # noqa: E402
 from lib.voxels.importer import import_npz  # noqa: E402
 from lib.voxels.store import VoxelStore  # noqa: E402
-from tests.support import offline_prefect  # noqa: E402
+from tests.support import MESH_PCD_PAIRS, density_shapes, offline_prefect  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 CLASSES = ["bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet"]
-PAIRS = {
-    "bathtub_0002": "bathtub/train",
-    "bed_0001": "bed/train",
-    "chair_0890": "chair/test",
-    "toilet_0345": "toilet/test",
-}
-SHAPES = {
-    "sphere": lambda: trimesh.creation.icosphere(subdivisions=4),
-    "cube": lambda: trimesh.creation.box(),
-    "torus": lambda: trimesh.creation.torus(major_radius=1.0, minor_radius=0.3),
-}
 SCORE = ScoreConfig(k=10, pca_dim=64, restarts=5, elbow_k_max=None, pic=False)
 
 
@@ -76,7 +65,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def mesh_pcd(cfg: VoxelConfig) -> dict[str, float]:
     out = {}
-    for model, sub in PAIRS.items():
+    for model, sub in MESH_PCD_PAIRS.items():
         mesh = read_path(DATA / "meshes" / f"{model}.off")
         cloud = read_path(DATA / "modelnet10" / "pcd" / sub / f"{model}.pcd")
         out[model] = iou(voxelize(mesh, cfg), voxelize(cloud, cfg))
@@ -85,8 +74,7 @@ def mesh_pcd(cfg: VoxelConfig) -> dict[str, float]:
 
 def density(cfg: VoxelConfig) -> dict[str, float]:
     out = {}
-    for name, make in SHAPES.items():
-        m = make()
+    for name, m in density_shapes().items():
         dense = voxelize(PointCloudData(np.asarray(trimesh.sample.sample_surface(m, 100_000, seed=1)[0])), cfg)
         for n in (256, 1024, 10_000):
             pts = np.asarray(trimesh.sample.sample_surface_even(m, n, seed=2)[0])

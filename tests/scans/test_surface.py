@@ -13,16 +13,10 @@ from lib.scans.surface import cloud_samples, distance_field, parity_votes
 from lib.scans.voxelize import VoxelConfig, voxelize
 from lib.voxels.store import MANIFEST, VoxelStore
 from tests.conftest import shared_data
+from tests.support import MESH_PCD_PAIRS, density_shapes
 
 FIELD = VoxelConfig(resolution=32, mode="surface", representation="field-v1")
 SOLID = VoxelConfig(resolution=32, mode="solid", representation="field-v1")
-# The shared meshes whose 1,024-point cloud covers the same box (bathtub_0001's covers a smaller one).
-PAIRS = {
-    "bathtub_0002": "bathtub/train",
-    "bed_0001": "bed/train",
-    "chair_0890": "chair/test",
-    "toilet_0345": "toilet/test",
-}
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -38,23 +32,18 @@ def _even_cloud(m: trimesh.Trimesh, n: int, seed: int) -> PointCloudData:
     return PointCloudData(np.asarray(trimesh.sample.sample_surface_even(m, n, seed=seed)[0], float))
 
 
-@pytest.mark.parametrize("model", sorted(PAIRS))
+@pytest.mark.parametrize("model", sorted(MESH_PCD_PAIRS))
 def test_a_mesh_and_its_point_cloud_give_about_the_same_grid(model: str) -> None:
     mesh = read_path(shared_data("meshes", f"{model}.off"))
-    cloud = read_path(shared_data("modelnet10", "pcd", *PAIRS[model].split("/"), f"{model}.pcd"))
+    cloud = read_path(shared_data("modelnet10", "pcd", *MESH_PCD_PAIRS[model].split("/"), f"{model}.pcd"))
     assert iou(voxelize(mesh, FIELD), voxelize(cloud, FIELD)) >= 0.7
 
 
-SHAPES = {
-    "sphere": lambda: trimesh.creation.icosphere(subdivisions=4),
-    "cube": lambda: trimesh.creation.box(),
-    "torus": lambda: trimesh.creation.torus(major_radius=1.0, minor_radius=0.3),
-}
 
 
-@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("shape", sorted(density_shapes()))
 def test_the_density_of_a_cloud_hardly_changes_its_grid(shape: str) -> None:
-    m = SHAPES[shape]()
+    m = density_shapes()[shape]
     dense = voxelize(PointCloudData(np.asarray(trimesh.sample.sample_surface(m, 100_000, seed=1)[0])), FIELD)
     for n in (256, 1024, 10_000):
         assert iou(voxelize(_even_cloud(m, n, seed=2), FIELD), dense) >= 0.8, n
