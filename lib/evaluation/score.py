@@ -5,7 +5,8 @@ benchmark both call it): one PCA fit (to ``pca_dim`` when the embedding is wider
 also the whitened input of PIC), optional row L2 normalisation, an elbow sweep, then faiss k-means on all
 items with k = the configured k, else the number of classes when the items are labelled (at least 2
 classes), else the knee of the elbow curve, else min(10, N - 1); then ``cluster_summary`` per split
-(``train``, ``test``, ``all``) and PIC on the PCA-whitened, L2-normalised embedding.
+(``train``, ``test``, ``all``) and PIC on the PCA-whitened, L2-normalised embedding. The figures to read are
+those of the test split when it holds at least ``min_test_items`` items, else those of all items.
 
 Features are used as given (no standardisation); the labels never influence PCA or k-means, they are only
 used to score the result, and rows labelled < 0 (unknown) are left out of the scores only: they are still
@@ -47,6 +48,9 @@ class ScoreConfig(BaseModel):
     elbow_k_max: int | None = Field(20, ge=2, description="elbow sweep over k = 2 .. this; None: no sweep")
     pic: bool = Field(True, description="also run PIC (power iteration clustering, needs no k)")
     silhouette_sample: int | None = Field(2000, ge=3, description="silhouette on at most this many rows")
+    min_test_items: int = Field(
+        100, ge=2, description="score the test split when it has at least this many items, else all items"
+    )
     seed: int = Field(0, ge=0)
 
 
@@ -60,7 +64,8 @@ class EmbeddingScore:
     ``feats`` are the clustered features (after PCA / L2), ``kmeans`` the k-means run with ``k`` clusters,
     ``elbow`` the sweep (None when skipped), ``metrics`` the ``cluster_summary`` of each split with at
     least 2 items (``train``, ``test``, ``all``, in that order) plus its ``n_items``, ``scored_split`` the
-    split to read (``test`` if present, else ``all``), ``pic`` PIC's cluster count, largest cluster and,
+    split to read (``test`` when it has at least ``min_test_items`` items, else ``all``: a test split of a few
+    dozen items is too small to judge a grouping by), ``pic`` PIC's cluster count, largest cluster and,
     when labelled, NMI / ARI (None when PIC did not run).
     """
 
@@ -142,7 +147,7 @@ def score_embedding(
             seed=cfg.seed,
         )
         metrics[split]["n_items"] = int(sel.sum())
-    scored = "test" if "test" in metrics else "all"
+    scored = "test" if metrics.get("test", {}).get("n_items", 0) >= cfg.min_test_items else "all"
 
     pic_scores: dict[str, Any] | None = None
     if cfg.pic and len(feats) > 10 and model is not None:

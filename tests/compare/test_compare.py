@@ -88,7 +88,8 @@ def test_compare_flow_on_s3_publishes_artifacts_and_a_self_contained_report(pref
 
     out = open_storage(result["report_url"])
     rep = out.read_json("report.json")
-    assert rep["labelled"] and rep["classes"] == ["box", "ball", "rod"] and rep["scored_split"] == "test"
+    assert rep["labelled"] and rep["classes"] == ["box", "ball", "rod"]
+    assert rep["scored_split"] == "all"  # 12 test items: too few to judge by, all 59 are scored
     dc = next(m for m in rep["methods"] if m["name"] == "dc")
     assert set(dc["metrics"]) == {"train", "test", "all"}
     assert dc["metrics"]["test"]["n_items"] == 12 and dc["metrics"]["train"]["n_items"] == 47

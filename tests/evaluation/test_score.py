@@ -89,8 +89,10 @@ def test_k_is_the_class_count_then_the_knee_then_ten() -> None:
 def test_metrics_per_split_and_pic() -> None:
     x, y = blobs(30, 3, 80, seed=31)  # wider than pca_dim: PCA to 64 first
     splits = np.array(["test", "train", ""] * 30, dtype=object)
-    score = score_embedding(x, y, splits, ScoreConfig(seed=2))
+    score = score_embedding(x, y, splits, ScoreConfig(seed=2, min_test_items=30))
     assert list(score.metrics) == ["train", "test", "all"] and score.scored_split == "test"
+    small_test = score_embedding(x, y, splits, ScoreConfig(seed=2, pic=False))  # 30 test items < 100: all
+    assert small_test.scored_split == "all" and small_test.metrics["test"]["n_items"] == 30
     model = fit_pca(x, 64)
     np.testing.assert_array_equal(score.feats, model.transform(x))
     km = kmeans(score.feats, 3, seed=2, restarts=5)
