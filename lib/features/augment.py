@@ -9,6 +9,9 @@ Defaults follow VoxNet (Maturana & Scherer 2015): 12 rotations about the vertica
 p = 0.2 per horizontal axis, shifts of up to +-2 voxels. Elastic deformation (as in volumentations-3D) is
 available but off: it costs far more than the rest.
 
+:class:`StrongViewConfig` / :func:`strong_views` are the stronger, batched views of the contrastive pretext
+(``simclr``): any turn about the up axis, anisotropic scale, crops, cutout.
+
 All randomness comes from the ``numpy.random.Generator`` passed in, so views are reproducible.
 """
 
@@ -18,7 +21,9 @@ from typing import Literal
 
 import numpy as np
 import scipy.ndimage as ndi
+import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch.nn import functional as F
 
 
 class AugmentConfig(BaseModel):
@@ -106,3 +111,48 @@ def augment_batch(grids: np.ndarray, rng: np.random.Generator, cfg: AugmentConfi
     if len(grids) == 0:
         return np.asarray(grids, dtype=bool)
     return np.stack([augment(g, rng, cfg) for g in grids])
+
+
+class StrongViewConfig(BaseModel):
+    """The strong views a contrastive pretext trains on (SimCLR's recipe carried to 3D grids), made in one
+    batched resampling on the training device: a turn by any angle about the up axis, a mirror of one
+    horizontal axis, an anisotropic scale, a crop (a zoom into a random sub-box, rescaled to the grid), a
+    shift, then a cutout (one empty cube). Trilinear resampling of the {-1, 1} input gives soft edges.
+    Every parameter is drawn from the ``numpy.random.Generator`` passed in, so views are reproducible."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    flip_p: float = Field(0.5, ge=0.0, le=1.0, description="probability of mirroring a horizontal axis")
+    anisotropy: float = Field(1.25, ge=1.0, le=2.0, description="largest scale factor per axis (and 1/it)")
+    crop_zoom: float = Field(1.3, ge=1.0, le=2.0, description="largest zoom into a sub-box (1 = no crops)")
+    shift: float = Field(0.15, ge=0.0, le=0.5, description="largest shift, as a share of the half-grid")
+    cutout_p: float = Field(0.5, ge=0.0, le=1.0, description="probability of emptying one cube")
+    cutout_size: float = Field(0.25, gt=0.0, le=0.5, description="the cube's side, as a share of the grid")
+
+
+def strong_views(x: torch.Tensor, rng: np.random.Generator, cfg: StrongViewConfig | None = None) -> torch.Tensor:
+    """One strong view of each grid of a (B, 1, R, R, R) float tensor (empty = -1, occupied = 1; array axis
+    2 is up), as a tensor of the same shape on the same device."""
+    cfg = cfg or StrongViewConfig()
+    b, r = x.shape[0], x.shape[-1]
+    if b == 0:
+        return x
+    angle = rng.uniform(0.0, 2.0 * np.pi, b)
+    scale = np.exp(rng.uniform(-np.log(cfg.anisotropy), np.log(cfg.anisotropy), (b, 3)))
+    scale *= np.exp(rng.uniform(0.0, np.log(cfg.crop_zoom), (b, 1)))
+    flip = np.where(rng.random(b) < cfg.flip_p, -1.0, 1.0)
+    # affine_grid's coordinates (x, y, z) index the tensor's (W, H, D) = array axes (2, 1, 0): up is x.
+    theta = np.zeros((b, 3, 4))
+    theta[:, 0, 0] = 1.0
+    theta[:, 1, 1], theta[:, 1, 2] = np.cos(angle), -np.sin(angle)
+    theta[:, 2, 1], theta[:, 2, 2] = np.sin(angle) * flip, np.cos(angle) * flip
+    theta[:, :, :3] /= scale[:, :, None]
+    theta[:, :, 3] = rng.uniform(-cfg.shift, cfg.shift, (b, 3))
+    t = torch.as_tensor(theta, dtype=x.dtype, device=x.device)
+    grid = F.affine_grid(t, list(x.shape), align_corners=False)
+    out = F.grid_sample(x + 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1.0
+    side = max(1, round(cfg.cutout_size * r))
+    for i in np.flatnonzero(rng.random(b) < cfg.cutout_p):
+        a, c, d = (int(v) for v in rng.integers(0, r - side + 1, 3))
+        out[i, :, a : a + side, c : c + side, d : d + side] = -1.0
+    return out

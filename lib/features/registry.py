@@ -6,6 +6,7 @@ from lib.features.autoencoder import Autoencoder
 from lib.features.base import FeatureMethod, MethodError
 from lib.features.deepcluster import DeepCluster
 from lib.features.raw import Raw
+from lib.features.simclr import SimCLR
 from lib.features.softtriple import SoftTriple
 from lib.features.triplet import Triplet
 from lib.features.voxnet import VoxNet
@@ -19,6 +20,7 @@ METHODS: dict[str, type[FeatureMethod]] = {
     "deepcluster": DeepCluster,
     "triplet": Triplet,
     "softtriple": SoftTriple,
+    "simclr": SimCLR,
 }
 
 

@@ -208,7 +208,7 @@ def test_unlabelled_store_uses_the_knee(unlabelled_store: str, tmp_path: Path) -
 
 def test_resolve_entries_and_run_locations(tiny_store: str) -> None:
     assert [e.name for e in resolve_entries()] == [
-        "raw", "voxnet", "vrn", "autoencoder", "deepcluster", "triplet", "softtriple",
+        "raw", "voxnet", "vrn", "autoencoder", "deepcluster", "triplet", "softtriple", "simclr",
     ]  # fmt: skip
     quality = resolve_entries(["raw", "softtriple_supervised", "triplet"], "quality", {"triplet": {"epochs": 1}})
     assert quality[1].options["mode"] == "supervised" and quality[2].options == {"epochs": 1}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from pydantic import ValidationError
 
-from lib.features.augment import AugmentConfig, augment, rotate_z, shift, views
+from lib.features.augment import AugmentConfig, StrongViewConfig, augment, rotate_z, shift, strong_views, views
 
 R = 32
 NONE = AugmentConfig(rotation="none", flip_p=0.0, shift=0)
@@ -107,3 +108,39 @@ def test_tilt_and_elastic_are_small_changes() -> None:
 def test_config_is_validated(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         AugmentConfig(**bad)  # type: ignore[arg-type]
+
+
+def _as_input(g: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(g.astype(np.float32) * 2 - 1)[None, None]
+
+
+def test_strong_views_are_reproducible_and_keep_the_shape_upright() -> None:
+    g = table()
+    x = _as_input(g).repeat(24, 1, 1, 1, 1)
+    a = strong_views(x, np.random.default_rng(3))
+    b = strong_views(x, np.random.default_rng(3))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert float(a.min()) >= -1.0 - 1e-6 and float(a.max()) <= 1.0 + 1e-6
+    assert len({v.numpy().tobytes() for v in a}) == 24  # every view differs
+    top = slice(R // 2, R)
+    for v in a:  # the slab stays above the leg: more of the mass in the upper half (array axis 2 is up)
+        occupied = (v[0] > 0).numpy()
+        assert occupied[:, :, top].sum() > occupied[:, :, : R // 2].sum()
+
+
+def test_strong_views_without_any_change_return_the_grid() -> None:
+    g = table()
+    still = StrongViewConfig(flip_p=0.0, anisotropy=1.0, crop_zoom=1.0, shift=0.0, cutout_p=0.0)
+    cfg_rng = np.random.default_rng(0)
+    out = strong_views(_as_input(g), cfg_rng, still)
+    # only the turn about the up axis is left: the height profile is kept
+    np.testing.assert_allclose(((out[0, 0] > 0).numpy()).sum(axis=(0, 1)), z_profile(g), rtol=0.15, atol=6)
+
+
+def test_strong_views_cutout_empties_a_cube() -> None:
+    full = torch.ones((4, 1, R, R, R))
+    only_cutout = StrongViewConfig(flip_p=0.0, anisotropy=1.0, crop_zoom=1.0, shift=0.0, cutout_p=1.0)
+    out = strong_views(full, np.random.default_rng(1), only_cutout)
+    side = round(0.25 * R)
+    for v in out:
+        assert int((v < 0).sum()) >= side**3  # the cube (plus whatever the turn moved out of the corners)

@@ -168,3 +168,8 @@ class TestTriplet(MethodContract):
 class TestSoftTriple(MethodContract):
     method = "softtriple"
     options: ClassVar[dict[str, Any]] = METRIC
+
+
+class TestSimCLR(MethodContract):
+    method = "simclr"
+    options: ClassVar[dict[str, Any]] = {**METRIC, "views_per_shape": 2, "views": {"cutout_p": 1.0}}

@@ -538,7 +538,7 @@ def test_mixed_precision_only_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
         assert not torch.is_autocast_enabled()
 
 
-@pytest.mark.parametrize("method", ["voxnet", "autoencoder", "deepcluster", "triplet", "softtriple"])
+@pytest.mark.parametrize("method", ["voxnet", "autoencoder", "deepcluster", "triplet", "softtriple", "simclr"])
 def test_autocast_path_runs_and_changes_nothing_on_cpu(method: str) -> None:
     """The CUDA training path (forward under torch.autocast("cuda"), losses on float32 outputs) runs on CPU,
     where CUDA autocast leaves CPU tensors alone: the same epoch gives the same numbers as without it."""
@@ -552,7 +552,7 @@ def test_autocast_path_runs_and_changes_nothing_on_cpu(method: str) -> None:
     opts = {"epochs": 1, "batch_size": 8, "width": 4}
     if method == "deepcluster":
         opts |= {"k": 4, "feature_dim": 8}
-    if method in ("triplet", "softtriple"):
+    if method in ("triplet", "softtriple", "simclr"):
         opts = {"epochs": 1, "width": 4, "hidden": 16, "shapes_per_batch": 4}
     if method == "voxnet":
         opts = {"epochs": 1, "batch_size": 8, "fc": 8}
