@@ -204,6 +204,8 @@ def compare_methods(
         "html_url": result["html_url"],
         "csv_url": result["csv_url"],
         "best_method": rep["best_method"],
+        "scored_split": rep["scored_split"],
+        "n_items": rep["n_items"],
         "rows": rows,
     }
 

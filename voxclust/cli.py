@@ -428,8 +428,19 @@ def _print_report(result: dict[str, Any], as_json: bool) -> None:
     for row in result["rows"]:
         if row.get("error"):
             out.print(f"[yellow]{row['name']}[/yellow]: {row['error']}", highlight=False, soft_wrap=True)
-    if result.get("best_method"):
-        out.print(f"best unsupervised method: [bold]{result['best_method']}[/bold]")
+    split = result.get("scored_split")
+    if split:
+        scored = "the test split" if split == "test" else f"all {result.get('n_items')} items"
+        out.print(f"NMI, ARI, ACC: {scored}")
+    best = result.get("best_method")
+    if best:
+        out.print(f"best unsupervised method: [bold]{best}[/bold]")
+        capture = next((r.get("capture_nmi") for r in result["rows"] if r["name"] == best), None)
+        if capture is not None:
+            out.print(
+                f"NMI of its clusters with the capture (mesh, point cloud, grid): {capture:.2f} "
+                "(0: the groups do not follow how shapes were captured)"
+            )
     out.print(f"report: [bold]{result['html_url']}[/bold]")
 
 

@@ -17,6 +17,7 @@ from lib.compare.figures import FigureInputs, method_images
 from lib.compare.records import MethodResult
 from lib.compare.rows import CompareConfig, CompareError, MethodEntry, is_supervised
 from lib.evaluation.inputs import ClusterError
+from lib.evaluation.metrics import nmi
 from lib.evaluation.score import ScoreError, score_embedding
 from lib.features.base import MethodError
 from lib.storage import Storage, open_storage
@@ -67,6 +68,9 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
     k, km, sweep = score.k, score.kmeans, score.elbow
     metrics, scored = score.metrics, score.scored_split
     assign = km.labels
+    captures = np.array([by_row[int(r)].get("capture") or "" for r in rows], dtype=object)
+    known = captures != ""  # stores made before captures were recorded have none
+    capture_nmi = nmi(captures[known].astype(str), assign[known]) if len(set(captures[known])) > 1 else None
 
     images = method_images(FigureInputs(entry.name, x, rows, labels, list(m.classes), score, store), out, cfg)
     assignments_key = f"clusters/{entry.name}.json"
@@ -90,6 +94,7 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
             "train_seconds": _num(run_metrics.get("train_seconds")),
             "metrics": metrics,
             "scored_split": scored,
+            "capture_nmi": capture_nmi,
             "method_metrics": {
                 key: _num(v) for key, v in run_metrics.items() if key != "train_seconds" and isinstance(v, int | float)
             },

@@ -65,6 +65,9 @@ class MethodResult(_Record):
     train_seconds: float | None = None
     metrics: dict[str, SplitMetrics] = Field(default_factory=dict)  # split ("train", "test", "all") -> metrics
     scored_split: str | None = None
+    # NMI between the clusters and how each item was captured (mesh, cloud, grid), over all items; None when
+    # the store holds one kind of capture only. Near 0: the groups do not follow the scanner.
+    capture_nmi: float | None = None
     method_metrics: dict[str, float | None] = Field(default_factory=dict)  # e.g. test_accuracy
     elbow: list[tuple[int, float]] | None = None  # (k, inertia) pairs
     knee: int | None = None  # suggested k

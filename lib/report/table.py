@@ -10,7 +10,8 @@ Choices:
   in ``table_rows`` (JSON has no NaN) and "–" in HTML and markdown.
 * **Best method** = the unsupervised method with status "ok" and the highest NMI on the scored split
   (first one on ties). Supervised methods saw the labels, so they are reference points, never "best".
-* **Columns** of the metrics table are fixed, plus ``test_accuracy``, ``reconstruction_iou`` and any other
+* **Columns** of the metrics table are fixed, plus ``capture_nmi`` when the store mixes captures (meshes,
+  point clouds, imported grids), plus ``test_accuracy``, ``reconstruction_iou`` and any other
   numeric ``method_metrics`` key, each only when at least one method has it; every row has every column.
 """
 
@@ -57,6 +58,7 @@ HEADERS = {
     "train_seconds": "train s",
     "test_accuracy": "test accuracy",
     "reconstruction_iou": "reconstruction IoU",
+    "capture_nmi": "capture NMI",
 }
 
 
@@ -90,9 +92,13 @@ def _method_columns(report: Mapping[str, Any]) -> list[str]:
     return known + sorted(present - set(KNOWN_METHOD_COLUMNS))
 
 
+def _capture_column(report: Mapping[str, Any]) -> list[str]:
+    return ["capture_nmi"] if any(number(m.get("capture_nmi")) is not None for m in method_entries(report)) else []
+
+
 def columns(report: Mapping[str, Any]) -> list[str]:
     """The columns of ``table_rows`` (and of the HTML metrics table) for this report."""
-    return [*BASE_COLUMNS, *_method_columns(report)]
+    return [*BASE_COLUMNS, *_capture_column(report), *_method_columns(report)]
 
 
 def table_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -101,6 +107,7 @@ def table_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     Clustering metrics are those of the scored split (``report["scored_split"]``).
     """
     extra = _method_columns(report)
+    capture = bool(_capture_column(report))
     rows = []
     for m in method_entries(report):
         split = _split_metrics(report, m)
@@ -118,6 +125,8 @@ def table_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
         row["pic_clusters"] = number(pic.get("n_clusters"))
         row["pic_nmi"] = number(pic.get("nmi"))
         row["train_seconds"] = number(m.get("train_seconds"))
+        if capture:
+            row["capture_nmi"] = number(m.get("capture_nmi"))
         for col in extra:
             row[col] = number(mm.get(col))
         if m.get("error"):

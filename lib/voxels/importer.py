@@ -148,7 +148,7 @@ def import_npz(
                 results.append(ItemResult(it.row, FAILED, reason))
             else:
                 out[it.row] = grid
-                results.append(ItemResult(it.row, STORED, "", int(grid.sum())))
+                results.append(ItemResult(it.row, STORED, "", int(grid.sum()), "grid"))
         store.write_chunk(job, out, results)
         stored += len(out)
         failed += len(results) - len(out)

@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from lib.scans.batch import batch_name_from_url, key_problem, list_batch
-from lib.scans.readers import ReadError, ReadLimits, read_geometry
+from lib.scans.readers import MeshData, PointCloudData, ReadError, ReadLimits, read_geometry
 from lib.scans.voxelize import VoxelConfig, voxelize
 from lib.storage import Storage, StorageError, open_storage
 from lib.voxels.store import FAILED, STORED, BatchPlan, ChunkJob, ItemResult, VoxelStore
@@ -49,7 +49,16 @@ def plan_batch(
 
 def voxelize_item(source: str, data: bytes, voxel: VoxelConfig, limits: ReadLimits) -> np.ndarray:
     """Read and voxelize one file; ReadError for anything wrong with it."""
-    geometry = read_geometry(source, data, limits)
+    return voxelize_geometry(source, read_geometry(source, data, limits), voxel)
+
+
+def capture_of(geometry: MeshData | PointCloudData) -> str:
+    """How a scan was captured, as the store records it: ``mesh`` or ``cloud`` (imported grids: ``grid``)."""
+    return "cloud" if isinstance(geometry, PointCloudData) else "mesh"
+
+
+def voxelize_geometry(source: str, geometry: MeshData | PointCloudData, voxel: VoxelConfig) -> np.ndarray:
+    """Voxelize what a reader gave; ReadError when it cannot be voxelized or gives an empty grid."""
     try:
         grid = voxelize(geometry, voxel)
     except (ValueError, IndexError, MemoryError) as exc:
@@ -83,12 +92,13 @@ def process_chunk(
                 raise ReadError(item.key, "file no longer exists in the batch") from exc
             except StorageError as exc:  # a key or link the storage refuses to follow
                 raise ReadError(item.key, f"refused by the batch storage: {exc}") from exc
-            grid = voxelize_item(item.key, data, voxel, limits)
+            geometry = read_geometry(item.key, data, limits)
+            grid = voxelize_geometry(item.key, geometry, voxel)
         except ReadError as exc:
             results.append(ItemResult(item.row, FAILED, exc.reason))
             continue
         grids[item.row] = grid
-        results.append(ItemResult(item.row, STORED, "", int(grid.sum())))
+        results.append(ItemResult(item.row, STORED, "", int(grid.sum()), capture_of(geometry)))
     VoxelStore(_storage(store_url)).write_chunk(job, grids, results)
     return ChunkSummary(job.chunk, len(grids), len(results) - len(grids), time.perf_counter() - t0)
 

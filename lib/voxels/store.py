@@ -80,6 +80,7 @@ class ItemResult:
     status: str  # STORED or FAILED
     reason: str = ""
     occupied: int = 0
+    capture: str = ""  # how the scan was captured: mesh, cloud or grid (imported); "" when it failed
 
 
 @dataclass
@@ -310,6 +311,8 @@ class VoxelStore:
                 if rec["status"] != res["status"] or rec["reason"] != res["reason"]:
                     changed += 1
                 rec["status"], rec["reason"] = res["status"], res["reason"]
+                if res.get("capture"):
+                    rec["capture"] = res["capture"]
         self._write_manifest(m)
         with ThreadPoolExecutor(COMMIT_IO_THREADS) as pool:
             list(pool.map(self.storage.delete, records))

@@ -63,13 +63,15 @@ def test_pipeline_voxelizes_a_batch_and_publishes_the_comparison(prefect_api: st
     from lib.compare.rows import CompareConfig
 
     batch = str(tmp_path / "inbox" / "b1")
-    write_demo_batch(batch, n_per_class=2, seed=0)
+    write_demo_batch(batch, n_per_class=5, seed=0)  # one point cloud per class, the rest meshes
     store = str(tmp_path / "store")
     config = CompareConfig(k=3, tsne=False, elbow_k_max=4)
     result = pipeline(batch, store, preset="demo", methods=["raw"], config=config)
-    assert result["voxelize"]["batch"] == "b1" and result["voxelize"]["stored"] >= 12
+    assert result["voxelize"]["batch"] == "b1" and result["voxelize"]["stored"] == 35
     (row,) = result["compare"]["rows"]
     assert row["name"] == "raw" and row["status"] == "ok"
+    assert 0.0 <= row["capture_nmi"] <= 1.0  # clusters against mesh / cloud: the store mixes both
+    assert result["compare"]["scored_split"] == "all" and result["compare"]["n_items"] == 35
     html = result["compare"]["html_url"]
     assert open_storage(html.rsplit("/", 1)[0]).exists("report.html")
 

@@ -167,6 +167,13 @@ def test_table_rows(report: dict[str, Any]) -> None:
     assert list(row) == columns(unlabelled) == list(BASE_COLUMNS)  # no method-metric columns
     assert row["inertia"] == 7.5 and row["nmi"] is None and row["train_seconds"] == 12.34567
 
+    # a store that mixes captures (meshes, clouds, grids): every row gets a capture NMI cell
+    report["methods"][1]["capture_nmi"] = 0.012
+    cols = columns(report)
+    assert cols[cols.index("train_seconds") + 1] == "capture_nmi"
+    rows = table_rows(report)
+    assert rows[1]["capture_nmi"] == 0.012 and rows[0]["capture_nmi"] is None
+
 
 # -------------------------------------------------------------------------------------------- HTML
 

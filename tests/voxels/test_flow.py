@@ -11,7 +11,7 @@ from distributed import LocalCluster
 
 from flows.voxelize import run_voxelize
 from lib.scans.demo import iter_demo_batch, write_demo_batch
-from lib.scans.readers import ReadLimits
+from lib.scans.readers import PointCloudData, ReadLimits, read_geometry
 from lib.scans.voxelize import VoxelConfig
 from lib.storage import Storage, open_storage
 from lib.voxels.ingest import voxelize_item
@@ -59,6 +59,7 @@ def test_voxelize_flow_into_s3_end_to_end(prefect_api: str, s3_batch: str, s3_bu
     assert "empty" in reasons["batch-a/junk/empty.off"]
     assert "unsupported extension" in reasons["batch-a/junk/notes.txt"]
     assert all(reasons.values())
+    assert not any("capture" in r for r in store.records(FAILED))
 
     # stored grids are exactly what the library makes of each file, with labels and splits from the tree
     records = {r["item_id"]: r for r in store.records()}
@@ -66,6 +67,8 @@ def test_voxelize_flow_into_s3_end_to_end(prefect_api: str, s3_batch: str, s3_bu
     for f in good:
         rec = records[f"batch-a/{f.key}"]
         assert store.manifest().classes[rec["label"]] == f.label and rec["split"] == f.split
+        cloud = isinstance(read_geometry(f.key, f.data, ReadLimits()), PointCloudData)
+        assert rec["capture"] == ("cloud" if cloud else "mesh")
         expected = voxelize_item(f.key, f.data, cfg, ReadLimits())
         np.testing.assert_array_equal(store.read([rec["row"]])[0], expected)
 

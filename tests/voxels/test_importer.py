@@ -53,6 +53,7 @@ def test_import_modelnet_layout(tmp_path: Path, modelnet_like: dict[str, np.ndar
     assert s["splits"] == {"train": 68, "test": 8}
 
     recs = _by_item(store)
+    assert {r["capture"] for r in store.records()} == {"grid"}
     m = store.manifest()
     for split in ("train", "test"):
         x, y = modelnet_like[f"X_{split}"], modelnet_like[f"y_{split}"]
