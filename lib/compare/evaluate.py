@@ -17,9 +17,10 @@ from lib.compare.figures import FigureInputs, method_images
 from lib.compare.records import MethodResult
 from lib.compare.rows import CompareConfig, CompareError, MethodEntry, is_supervised
 from lib.evaluation.inputs import ClusterError
-from lib.evaluation.metrics import nmi
+from lib.evaluation.metrics import cluster_summary, nmi
 from lib.evaluation.score import ScoreError, score_embedding
 from lib.features.base import MethodError
+from lib.features.registry import get_method
 from lib.storage import Storage, open_storage
 from lib.voxels.store import VoxelStore
 
@@ -68,6 +69,17 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
     k, km, sweep = score.k, score.kmeans, score.elbow
     metrics, scored = score.metrics, score.scored_split
     assign = km.labels
+    own = None
+    if get_method(entry.method).assigns:
+        sel = splits == "test" if scored == "test" else np.ones(len(x), bool)
+        own = cluster_summary(
+            x[sel],
+            x[sel].argmax(axis=1),
+            labels_true=labels[sel] if (labels >= 0).any() else None,
+            sample_size=cfg.silhouette_sample,
+            seed=cfg.seed,
+        )
+        own["n_items"] = int(sel.sum())
     captures = np.array([by_row[int(r)].get("capture") or "" for r in rows], dtype=object)
     known = captures != ""  # stores made before captures were recorded have none
     capture_nmi = nmi(captures[known].astype(str), assign[known]) if len(set(captures[known])) > 1 else None
@@ -95,6 +107,7 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
             "metrics": metrics,
             "scored_split": scored,
             "capture_nmi": capture_nmi,
+            "own": own,
             "method_metrics": {
                 key: _num(v) for key, v in run_metrics.items() if key != "train_seconds" and isinstance(v, int | float)
             },

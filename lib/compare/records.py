@@ -68,6 +68,9 @@ class MethodResult(_Record):
     # NMI between the clusters and how each item was captured (mesh, cloud, grid), over all items; None when
     # the store holds one kind of capture only. Near 0: the groups do not follow the scanner.
     capture_nmi: float | None = None
+    # A method that assigns clusters itself (SCAN's heads): its own partition, arg-max of the embedding, on the
+    # scored split (the k-means partition of the same embedding is ``metrics``).
+    own: SplitMetrics | None = None
     method_metrics: dict[str, float | None] = Field(default_factory=dict)  # e.g. test_accuracy
     elbow: list[tuple[int, float]] | None = None  # (k, inertia) pairs
     knee: int | None = None  # suggested k

@@ -88,6 +88,8 @@ class FeatureMethod(ABC):
     supervised: ClassVar[bool] = False
     #: trains at all (``raw`` does not)
     trainable: ClassVar[bool] = True
+    #: its embedding holds one cluster probability per column, and their arg-max is its own assignment (SCAN)
+    assigns: ClassVar[bool] = False
     #: has a ``prepare_epoch`` step that must run before each ``train_epoch`` (DeepCluster's re-clustering)
     has_prepare: ClassVar[bool] = False
 
@@ -100,6 +102,12 @@ class FeatureMethod(ABC):
     @classmethod
     def needs_labels(cls, config: MethodConfig) -> bool:
         return cls.supervised
+
+    @classmethod
+    def total_epochs(cls, config: MethodConfig) -> int:
+        """The epochs (run-engine steps) a run of this configuration trains: ``epochs``, unless a method
+        trains in phases (``scan``: pretext, SCAN step, self-labelling)."""
+        return int(getattr(config, "epochs", 0)) if cls.trainable else 0
 
     @classmethod
     def check(cls, config: MethodConfig, data: VoxelData) -> None:

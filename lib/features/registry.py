@@ -6,6 +6,7 @@ from lib.features.autoencoder import Autoencoder
 from lib.features.base import FeatureMethod, MethodError
 from lib.features.deepcluster import DeepCluster
 from lib.features.raw import Raw
+from lib.features.scan import ScanMethod
 from lib.features.simclr import SimCLR
 from lib.features.softtriple import SoftTriple
 from lib.features.triplet import Triplet
@@ -21,6 +22,7 @@ METHODS: dict[str, type[FeatureMethod]] = {
     "triplet": Triplet,
     "softtriple": SoftTriple,
     "simclr": SimCLR,
+    "scan": ScanMethod,
 }
 
 

@@ -198,7 +198,7 @@ def _ref(storage: Storage, spec: RunSpec, ckpt: dict[str, Any]) -> RunRef:
     return RunRef(
         run_url=storage.url,
         method=spec.method,
-        epochs=int(spec.config.get("epochs", 0)) if cls.trainable else 0,
+        epochs=cls.total_epochs(cls.config_cls.model_validate(spec.config)),
         epochs_done=int(ckpt["epochs_done"]),
         has_prepare=cls.has_prepare,
         trainable=cls.trainable,

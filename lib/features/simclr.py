@@ -55,9 +55,13 @@ class SimCLR(MetricMethod):
         return strong_views(self.input(grids), rng, self.config.views)
 
     def train_epoch(self, data: VoxelData, epoch: int, rng: np.random.Generator) -> dict[str, Any]:
+        return self.contrastive_epoch(data, epoch, self.config.epochs, rng)
+
+    def contrastive_epoch(self, data: VoxelData, epoch: int, epochs: int, rng: np.random.Generator) -> dict[str, Any]:
+        """One NT-Xent epoch of ``epochs`` (the cosine schedule's length)."""
         c = self.config
         opt = self.optimizers["model"]
-        set_lr(opt, cosine_lr(c.lr, epoch, c.epochs))
+        set_lr(opt, cosine_lr(c.lr, epoch, epochs))
         self.train_mode(True)
         sums, steps = EpochSums(), 0
         for x, labels in self.pk_batches(data, rng):

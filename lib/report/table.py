@@ -11,7 +11,8 @@ Choices:
 * **Best method** = the unsupervised method with status "ok" and the highest NMI on the scored split
   (first one on ties). Supervised methods saw the labels, so they are reference points, never "best".
 * **Columns** of the metrics table are fixed, plus ``capture_nmi`` when the store mixes captures (meshes,
-  point clouds, imported grids), plus ``test_accuracy``, ``reconstruction_iou`` and any other
+  point clouds, imported grids), ``own_nmi`` / ``own_acc`` when a method assigns clusters itself (SCAN), plus
+  ``test_accuracy``, ``reconstruction_iou`` and any other
   numeric ``method_metrics`` key, each only when at least one method has it; every row has every column.
 """
 
@@ -59,6 +60,8 @@ HEADERS = {
     "test_accuracy": "test accuracy",
     "reconstruction_iou": "reconstruction IoU",
     "capture_nmi": "capture NMI",
+    "own_nmi": "own NMI",
+    "own_acc": "own ACC",
 }
 
 
@@ -92,13 +95,19 @@ def _method_columns(report: Mapping[str, Any]) -> list[str]:
     return known + sorted(present - set(KNOWN_METHOD_COLUMNS))
 
 
-def _capture_column(report: Mapping[str, Any]) -> list[str]:
-    return ["capture_nmi"] if any(number(m.get("capture_nmi")) is not None for m in method_entries(report)) else []
+def _optional_columns(report: Mapping[str, Any]) -> list[str]:
+    """``capture_nmi`` when a store mixes captures; ``own_nmi`` / ``own_acc`` when a method assigns clusters
+    itself (SCAN)."""
+    entries = method_entries(report)
+    cols = ["capture_nmi"] if any(number(m.get("capture_nmi")) is not None for m in entries) else []
+    if any(isinstance(m.get("own"), Mapping) for m in entries):
+        cols += ["own_nmi", "own_acc"]
+    return cols
 
 
 def columns(report: Mapping[str, Any]) -> list[str]:
     """The columns of ``table_rows`` (and of the HTML metrics table) for this report."""
-    return [*BASE_COLUMNS, *_capture_column(report), *_method_columns(report)]
+    return [*BASE_COLUMNS, *_optional_columns(report), *_method_columns(report)]
 
 
 def table_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -107,7 +116,7 @@ def table_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     Clustering metrics are those of the scored split (``report["scored_split"]``).
     """
     extra = _method_columns(report)
-    capture = bool(_capture_column(report))
+    optional = _optional_columns(report)
     rows = []
     for m in method_entries(report):
         split = _split_metrics(report, m)
@@ -125,8 +134,10 @@ def table_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
         row["pic_clusters"] = number(pic.get("n_clusters"))
         row["pic_nmi"] = number(pic.get("nmi"))
         row["train_seconds"] = number(m.get("train_seconds"))
-        if capture:
-            row["capture_nmi"] = number(m.get("capture_nmi"))
+        own_entry = m.get("own")
+        own: Mapping[str, Any] = own_entry if isinstance(own_entry, Mapping) else {}
+        for col in optional:
+            row[col] = number(own.get(col[4:])) if col.startswith("own_") else number(m.get(col))
         for col in extra:
             row[col] = number(mm.get(col))
         if m.get("error"):

@@ -21,7 +21,7 @@ from lib.compare.evaluate import evaluate_method
 from lib.compare.publish import export_csv, latest_report_url
 from lib.compare.records import read_report
 from lib.compare.rows import CompareConfig, CompareError, MethodEntry, discover_entries, resolve_entries, run_url_for
-from lib.features.runs import RunRequest, create_run, read_embedding
+from lib.features.runs import RunRequest, create_run, read_embedding, train_run
 from lib.storage import open_storage
 from lib.voxels.importer import import_npz
 from lib.voxels.store import VoxelStore
@@ -208,7 +208,7 @@ def test_unlabelled_store_uses_the_knee(unlabelled_store: str, tmp_path: Path) -
 
 def test_resolve_entries_and_run_locations(tiny_store: str) -> None:
     assert [e.name for e in resolve_entries()] == [
-        "raw", "voxnet", "vrn", "autoencoder", "deepcluster", "triplet", "softtriple", "simclr",
+        "raw", "voxnet", "vrn", "autoencoder", "deepcluster", "triplet", "softtriple", "simclr", "scan",
     ]  # fmt: skip
     quality = resolve_entries(["raw", "softtriple_supervised", "triplet"], "quality", {"triplet": {"epochs": 1}})
     assert quality[1].options["mode"] == "supervised" and quality[2].options == {"epochs": 1}
@@ -313,3 +313,18 @@ def test_cli_compare_train_workers(runner_env: dict[str, str], tiny_store: str, 
     assert res.exit_code == 0, res.output
     rows = {r["name"]: r for r in json.loads(res.stdout)["rows"]}
     assert rows["raw"]["status"] == rows["deepcluster"]["status"] == "ok"
+
+
+def test_a_method_that_assigns_clusters_is_scored_twice(tiny_store: str, tmp_path: Path) -> None:
+    """SCAN's own partition (arg-max of its head) beside the shared k-means of its embedding."""
+    from tests.features.test_scan import TINY
+
+    entry = MethodEntry(name="scan", method="scan", options=TINY)
+    run_url = str(tmp_path / "run")
+    train_run(create_run(RunRequest(method="scan", data_url=tiny_store, options=TINY, run_url=run_url, device="cpu")))
+    rec = evaluate_method(tiny_store, entry, run_url, str(tmp_path / "out"), FAST.model_copy(update={"tsne": False}))
+    assert rec.status == "ok", rec.error
+    assert rec.own is not None and rec.own.n_items == 59 and rec.own.nmi is not None  # all items: 12 in test
+    assert rec.metrics["all"].nmi is not None and rec.dim == 3
+    raw = evaluate_method(tiny_store, MethodEntry(name="raw", method="raw"), run_url, str(tmp_path / "o2"), FAST)
+    assert raw.own is None  # the same embedding under a method that does not assign: no own partition

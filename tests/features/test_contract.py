@@ -12,7 +12,17 @@ import pytest
 
 from lib.features.base import MethodError
 from lib.features.registry import METHODS
-from lib.features.runs import CHECKPOINT, Region, RunRequest, Session, create_run, fit, read_embedding, train_run
+from lib.features.runs import (
+    CHECKPOINT,
+    Region,
+    RunRequest,
+    Session,
+    create_run,
+    fit,
+    make_config,
+    read_embedding,
+    train_run,
+)
 from lib.storage import open_storage
 
 TINY_NET = {"epochs": 2, "augment": {"rotation": "discrete", "z_steps": 4, "shift": 1}}
@@ -25,6 +35,10 @@ class MethodContract:
     method: ClassVar[str]
     options: ClassVar[dict[str, Any]]
 
+    def total_epochs(self) -> int:
+        """The epochs a run of ``options`` trains (``epochs``; a phased method's phases summed)."""
+        return METHODS[self.method].total_epochs(make_config(self.method, self.options))
+
     def run(self, store: str, where: Path, **extra: Any) -> tuple[Any, Any]:
         return fit(
             RunRequest(
@@ -35,7 +49,7 @@ class MethodContract:
     def test_train_checkpoint_embed(self, tiny_store: str, tmp_path: Path) -> None:
         ref, emb = self.run(tiny_store, tmp_path / "run")
         cls = METHODS[self.method]
-        assert ref.epochs_done == (self.options.get("epochs", 0) if cls.trainable else 0)
+        assert ref.epochs_done == self.total_epochs()
         assert open_storage(str(tmp_path / "run")).exists(CHECKPOINT)
         x, rows, attrs = read_embedding(ref.run_url, emb.name)
         assert x.dtype == np.float32 and x.ndim == 2 and x.shape == (emb.n, emb.dim)
@@ -70,7 +84,7 @@ class MethodContract:
         second = Session(ref.run_url)  # another process picks it up from the checkpoint
         assert second.train(0)["epoch"] == 0  # a finished step is not redone
         s = train_run(again)
-        assert s.ckpt["epochs_done"] == self.options["epochs"]
+        assert s.ckpt["epochs_done"] == self.total_epochs()
         cut = s.embed()
         np.testing.assert_allclose(
             read_embedding(whole.run_url, "all")[0], read_embedding(cut.run_url, "all")[0], rtol=1e-5, atol=1e-6
@@ -173,3 +187,19 @@ class TestSoftTriple(MethodContract):
 class TestSimCLR(MethodContract):
     method = "simclr"
     options: ClassVar[dict[str, Any]] = {**METRIC, "views_per_shape": 2, "views": {"cutout_p": 1.0}}
+
+
+class TestScan(MethodContract):
+    method = "scan"
+    options: ClassVar[dict[str, Any]] = {
+        **METRIC,
+        "views_per_shape": 2,
+        "pretext_epochs": 1,
+        "epochs": 1,
+        "selflabel_epochs": 1,
+        "k": 3,
+        "neighbours": 3,
+        "heads": 2,
+        "scan_batch_size": 8,
+        "confidence": 0.3,
+    }

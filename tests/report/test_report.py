@@ -173,6 +173,11 @@ def test_table_rows(report: dict[str, Any]) -> None:
     assert cols[cols.index("train_seconds") + 1] == "capture_nmi"
     rows = table_rows(report)
     assert rows[1]["capture_nmi"] == 0.012 and rows[0]["capture_nmi"] is None
+    # a method that assigns clusters itself (SCAN): its own partition's NMI and ACC beside k-means'
+    report["methods"][0]["own"] = {"nmi": 0.7, "acc": 0.8}
+    assert columns(report)[-4:-2] == ["own_nmi", "own_acc"]
+    rows = table_rows(report)
+    assert (rows[0]["own_nmi"], rows[0]["own_acc"], rows[1]["own_nmi"]) == (0.7, 0.8, None)
 
 
 # -------------------------------------------------------------------------------------------- HTML

@@ -1,0 +1,300 @@
+"""``scan``: SCAN (Van Gansbeke, Vandenhende, Georgoulis, Proesmans & Van Gool, "SCAN: Learning to Classify
+Images without Labels", ECCV 2020; wvangansbeke/Unsupervised-Classification), on voxel grids.
+
+One run trains three phases, one run-engine step per epoch (each a Prefect task, resumable from the
+checkpoint), ``pretext_epochs + epochs + selflabel_epochs`` in all:
+
+1. **Pretext** (``pretext_epochs``): the ``simclr`` contrastive pretext (NT-Xent on strong views, see
+   :mod:`lib.features.simclr`); its options are this method's ``pretext`` field. The default pretext is fixed
+   and documented here (simclr with its defaults), never chosen by a label score.
+2. **Neighbours** (the prepare step of the first SCAN epoch): every training grid embedded by the pretext
+   (the L2-normalised projection), its ``neighbours`` nearest others by cosine similarity (faiss, exact
+   inner-product search), mined once. Logged: the share of neighbours with the anchor's label when the store
+   has labels (a diagnostic only, never used for training; SCAN's tutorial reads about 0.7 as good enough).
+3. **SCAN step** (``epochs``): ``heads`` linear cluster heads on the pretext backbone (fine-tuned unless
+   ``head_only``), each trained with the SCAN loss on a strongly augmented anchor and one of its neighbours
+   drawn at random: ``-mean log <p_a, p_n> - entropy_weight * H(mean p_a)`` (consistency of neighbours, plus
+   the entropy of the batch's mean prediction, which keeps clusters from collapsing). Adam, lr ``scan_lr``
+   (1e-4), weight decay 1e-4, as the paper's CIFAR config. The head with the lowest loss in the last SCAN
+   epoch is kept.
+4. **Self-labelling** (``selflabel_epochs``): the kept head's predictions on the grids themselves; rows whose
+   top probability reaches ``confidence`` become pseudo-labels, trained with class-balanced cross-entropy
+   (each pseudo-class weighted by the inverse of its share among the batch's confident rows) on strong
+   views. The paper's threshold is 0.99 for 50k images; ours is lower (0.9), see ``confidence``.
+
+The embedding is the kept head's softmax (``k`` columns): the comparison's shared k-means runs on it like on
+every method's embedding, and its arg-max is the method's own assignment (:attr:`ScanMethod.assigns`).
+``k`` defaults to the number of classes of the store (what the comparison's k defaults to, so both
+partitions have as many groups); set it when the store is unlabelled.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import faiss
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+from torch.nn import functional as F
+
+from lib.features.augment import StrongViewConfig, strong_views
+from lib.features.base import MethodConfig, MethodError, VoxelData
+from lib.features.metric import EmbeddingNet
+from lib.features.simclr import SimCLR, SimCLRConfig
+from lib.features.torchbase import EMBED_BATCH, EpochSums, batches, cosine_lr, set_lr
+
+EPS = 1e-8
+
+
+class ScanConfig(SimCLRConfig):
+    """The pretext's options are the inherited simclr fields (``lr``, ``temperature``, ``views``, ...);
+    ``epochs`` is the SCAN step's length."""
+
+    epochs: int = Field(30, ge=0, description="epochs of the SCAN step")
+    pretext_epochs: int = Field(60, ge=0, description="epochs of the simclr pretext, trained first")
+    selflabel_epochs: int = Field(10, ge=0, description="epochs of self-labelling, after the SCAN step")
+    k: int | None = Field(None, ge=2, description="clusters (default: the store's classes, else 10)")
+    neighbours: int = Field(20, ge=1, description="nearest neighbours mined per item (paper: 20)")
+    heads: int = Field(5, ge=1, le=20, description="cluster heads trained side by side; the lowest loss kept")
+    entropy_weight: float = Field(5.0, ge=0, description="weight of the entropy term (paper: 5)")
+    scan_lr: float = Field(1e-4, gt=0, description="Adam lr of the SCAN and self-labelling steps (paper: 1e-4)")
+    scan_weight_decay: float = Field(1e-4, ge=0, description="Adam weight decay of those steps (paper: 1e-4)")
+    head_only: bool = Field(False, description="train the heads on a frozen backbone")
+    confidence: float = Field(0.9, gt=0, lt=1, description="self-labelling threshold (paper: 0.99)")
+    scan_batch_size: int = Field(64, ge=2, description="anchors per SCAN / self-labelling batch")
+
+
+def scan_loss(anchors: torch.Tensor, neighbours: torch.Tensor, entropy_weight: float) -> dict[str, torch.Tensor]:
+    """SCAN's loss on logits of anchors and of one neighbour each: ``consistency - w * entropy`` with
+    consistency ``-mean_i log <softmax(a_i), softmax(n_i)>`` and entropy ``-sum_k p_k log p_k`` of the mean
+    anchor probability ``p``."""
+    pa, pn = F.softmax(anchors, dim=1), F.softmax(neighbours, dim=1)
+    consistency = -torch.log((pa * pn).sum(dim=1).clamp_min(EPS)).mean()
+    mean = pa.mean(dim=0)
+    entropy = -(mean * torch.log(mean.clamp_min(EPS))).sum()
+    return {"loss": consistency - entropy_weight * entropy, "consistency": consistency, "entropy": entropy}
+
+
+def mine_neighbours(features: np.ndarray, k: int) -> np.ndarray:
+    """(N, k) indices of each row's ``k`` most cosine-similar other rows (exact faiss search; ties by index)."""
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), EPS)
+    n = len(x)
+    if k >= n:
+        raise MethodError(f"scan: {k} neighbours asked for, but only {n} items to mine them from")
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    _, found = index.search(x, k + 1)
+    out = np.empty((n, k), dtype=np.int64)
+    for i, row in enumerate(found):
+        others = row[row != i][:k]  # self is normally first; with duplicates it may not be
+        out[i] = others if len(others) == k else row[:k]
+    return out
+
+
+def confident_targets(probs: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Self-labelling targets: (mask of rows whose top probability >= ``threshold``, their arg-max, the
+    class weights ``n_confident / (n_classes_present * count_c)`` for the classes present, 0 elsewhere)."""
+    top, target = probs.max(dim=1)
+    mask = top >= threshold
+    k = probs.shape[1]
+    counts = torch.bincount(target[mask], minlength=k).to(probs.dtype)
+    present = counts > 0
+    weights = torch.zeros(k, dtype=probs.dtype, device=probs.device)
+    if present.any():
+        weights[present] = counts.sum() / (present.sum() * counts[present])
+    return mask, target, weights
+
+
+def cluster_count(config: ScanConfig, n_classes: int) -> int:
+    """``k``, else the store's classes when it has at least 2, else 10."""
+    return config.k or (n_classes if n_classes >= 2 else 10)
+
+
+class ScanMethod(SimCLR):
+    name: ClassVar[str] = "scan"
+    config_cls = ScanConfig
+    config: ScanConfig
+    has_prepare = True
+    assigns = True
+
+    @classmethod
+    def total_epochs(cls, config: MethodConfig) -> int:
+        assert isinstance(config, ScanConfig)
+        return config.pretext_epochs + config.epochs + config.selflabel_epochs
+
+    @classmethod
+    def check(cls, config: MethodConfig, data: VoxelData) -> None:
+        super().check(config, data)
+        assert isinstance(config, ScanConfig)
+        if config.neighbours >= len(data):
+            raise MethodError(
+                f"scan: neighbours={config.neighbours} needs more than {config.neighbours} training items, "
+                f"the set has {len(data)}"
+            )
+        n_classes = len(data.classes) or int(data.labels.max(initial=-1)) + 1
+        k = cluster_count(config, n_classes)
+        if k > config.scan_batch_size or k >= len(data):
+            raise MethodError(
+                f"scan: k={k} clusters cannot be spread over batches of {config.scan_batch_size} anchors "
+                f"and {len(data)} items; lower k or raise scan_batch_size"
+            )
+        if config.scan_batch_size > len(data):
+            raise MethodError(f"scan: scan_batch_size={config.scan_batch_size} is larger than the set ({len(data)})")
+
+    def n_clusters(self) -> int:
+        return cluster_count(self.config, self.info.n_classes)
+
+    def build(self) -> None:
+        super().build()
+        k = self.n_clusters()
+        hidden = self.config.hidden
+        self.nets["heads"] = nn.ModuleList([nn.Linear(hidden, k) for _ in range(self.config.heads)])
+        self.neighbours = torch.zeros((0, self.config.neighbours), dtype=torch.int64)
+        self.best_head = torch.zeros((), dtype=torch.int64)
+
+    def make_optimizers(self) -> None:
+        super().make_optimizers()
+        c = self.config
+        params = list(self.nets["heads"].parameters())
+        if not c.head_only:
+            params += list(self.encoder().parameters())
+        self.optimizers["scan"] = torch.optim.Adam(params, lr=c.scan_lr, weight_decay=c.scan_weight_decay)
+
+    def encoder(self) -> nn.Module:
+        model = self.nets["model"]
+        assert isinstance(model, EmbeddingNet)
+        return model.encoder
+
+    def heads(self) -> nn.ModuleList:
+        heads = self.nets["heads"]
+        assert isinstance(heads, nn.ModuleList)
+        return heads
+
+    # -- phases ------------------------------------------------------------------------------------------------
+    def phase(self, epoch: int) -> tuple[str, int, int]:
+        """(phase, epoch within it, its length) of a run epoch."""
+        c = self.config
+        if epoch < c.pretext_epochs:
+            return "pretext", epoch, c.pretext_epochs
+        epoch -= c.pretext_epochs
+        if epoch < c.epochs:
+            return "scan", epoch, c.epochs
+        return "selflabel", epoch - c.epochs, c.selflabel_epochs
+
+    @torch.no_grad()
+    def pretext_embedding(self, grids: np.ndarray) -> np.ndarray:
+        return super().embed(grids)
+
+    def prepare_epoch(self, data: VoxelData, epoch: int, rng: np.random.Generator) -> dict[str, Any]:
+        name, within, _ = self.phase(epoch)
+        if name != "scan" or within != 0:
+            return {}
+        self.neighbours = torch.from_numpy(mine_neighbours(self.pretext_embedding(data.grids), self.config.neighbours))
+        logged: dict[str, Any] = {"neighbours": self.config.neighbours}
+        known = data.labels >= 0
+        if known.all() and len(data):  # a diagnostic only: never used for training
+            nb = self.neighbours.numpy()
+            logged["knn_agree"] = float((data.labels[nb] == data.labels[:, None]).mean())
+        return logged
+
+    def train_epoch(self, data: VoxelData, epoch: int, rng: np.random.Generator) -> dict[str, Any]:
+        name, within, length = self.phase(epoch)
+        if name == "pretext":
+            return {"phase": 0, **self.contrastive_epoch(data, within, length, rng)}
+        if len(self.neighbours) != len(data):
+            raise MethodError("scan: the SCAN step needs its neighbours mined first (prepare_epoch)")
+        if name == "scan":
+            return {"phase": 1, **self.scan_epoch(data, within, length, rng)}
+        return {"phase": 2, **self.selflabel_epoch(data, within, length, rng)}
+
+    def _views(self, grids: np.ndarray, rng: np.random.Generator, cfg: StrongViewConfig | None = None) -> torch.Tensor:
+        return strong_views(self.input(grids), rng, cfg or self.config.views)
+
+    def scan_epoch(self, data: VoxelData, epoch: int, epochs: int, rng: np.random.Generator) -> dict[str, Any]:
+        c = self.config
+        opt = self.optimizers["scan"]
+        set_lr(opt, cosine_lr(c.scan_lr, epoch, epochs))
+        self.train_mode(True)
+        encoder, heads = self.encoder(), self.heads()
+        sums, steps = EpochSums(), 0
+        nb = self.neighbours.numpy()
+        for idx in batches(len(data), c.scan_batch_size, rng, drop_last=True):
+            pick = nb[idx, rng.integers(0, nb.shape[1], len(idx))]
+            x = torch.cat([self._views(data.grids[idx], rng), self._views(data.grids[pick], rng)])
+            with self.autocast():
+                feats = encoder(x)
+            fa, fn = feats[: len(idx)], feats[len(idx) :]
+            total = torch.zeros((), device=x.device)
+            for h, head in enumerate(heads):
+                parts = scan_loss(head(fa).float(), head(fn).float(), c.entropy_weight)
+                total = total + parts["loss"]
+                sums.add(f"loss_{h}", parts["loss"])
+                sums.add(f"consistency_{h}", parts["consistency"])
+                sums.add(f"entropy_{h}", parts["entropy"])
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            steps += 1
+        losses = [sums.value(f"loss_{h}") / max(steps, 1) for h in range(len(heads))]
+        best = int(np.argmin(losses))
+        self.best_head = torch.tensor(best)
+        return {
+            "loss": losses[best],
+            "head": best,
+            "consistency": sums.value(f"consistency_{best}") / max(steps, 1),
+            "entropy": sums.value(f"entropy_{best}") / max(steps, 1),
+            "batches": steps,
+        }
+
+    def selflabel_epoch(self, data: VoxelData, epoch: int, epochs: int, rng: np.random.Generator) -> dict[str, Any]:
+        c = self.config
+        opt = self.optimizers["scan"]
+        set_lr(opt, cosine_lr(c.scan_lr, epoch, epochs))
+        encoder, head = self.encoder(), self.heads()[int(self.best_head)]
+        sums, steps, confident, seen = EpochSums(), 0, 0, 0
+        for idx in batches(len(data), c.scan_batch_size, rng, drop_last=True):
+            self.train_mode(False)
+            with torch.no_grad():
+                probs = F.softmax(head(encoder(self.input(data.grids[idx]))).float(), dim=1)
+            mask, target, weights = confident_targets(probs, c.confidence)
+            seen += len(idx)
+            if not mask.any():
+                continue
+            self.train_mode(True)
+            x = self._views(data.grids[idx[mask.cpu().numpy()]], rng)
+            with self.autocast():
+                logits = head(encoder(x)).float()
+            loss = F.cross_entropy(logits, target[mask], weight=weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sums.add("loss", loss)
+            confident += int(mask.sum())
+            steps += 1
+        return {"loss": sums.value("loss") / max(steps, 1), "confident_share": confident / max(seen, 1)}
+
+    # -- output ------------------------------------------------------------------------------------------------
+    def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
+        head = self.heads()[int(self.best_head)]
+        return F.softmax(head(self.encoder()(x)).float(), dim=1)
+
+    @torch.no_grad()
+    def embed(self, grids: np.ndarray) -> np.ndarray:
+        if self.config.epochs == 0:  # no SCAN step: the pretext's embedding
+            return self.pretext_embedding(grids)
+        self.train_mode(False)
+        out = [self.embed_batch(self.input(grids[idx])).cpu().numpy() for idx in batches(len(grids), EMBED_BATCH)]
+        if not out:
+            return np.zeros((0, self.n_clusters()), dtype=np.float32)
+        return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "neighbours": self.neighbours, "best_head": self.best_head}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.neighbours = state["neighbours"]
+        self.best_head = state["best_head"]

@@ -1,0 +1,140 @@
+"""lib.features.scan: the SCAN loss, neighbour mining, self-labelling targets, a head that recovers blobs, and
+the checks that refuse what cannot train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lib.evaluation.metrics import nmi
+from lib.features.base import MethodError
+from lib.features.runs import RunRequest, Session, create_run, train_run
+from lib.features.scan import confident_targets, mine_neighbours, scan_loss
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_scan_loss_matches_a_hand_computation() -> None:
+    rng = np.random.default_rng(0)
+    a, n = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    pa, pn = _softmax(a), _softmax(n)
+    consistency = -np.mean(np.log((pa * pn).sum(axis=1)))
+    mean = pa.mean(axis=0)
+    entropy = -(mean * np.log(mean)).sum()
+    got = scan_loss(torch.tensor(a), torch.tensor(n), entropy_weight=5.0)
+    assert float(got["consistency"]) == pytest.approx(consistency, rel=1e-9)
+    assert float(got["entropy"]) == pytest.approx(entropy, rel=1e-9)
+    assert float(got["loss"]) == pytest.approx(consistency - 5.0 * entropy, rel=1e-9)
+    # identical, confident predictions for anchor and neighbour: consistency near 0
+    sure = torch.tensor([[20.0, 0.0], [0.0, 20.0]])
+    assert float(scan_loss(sure, sure, 0.0)["consistency"]) < 1e-6
+
+
+def test_neighbours_match_a_brute_force_search() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 16)).astype(np.float32)
+    got = mine_neighbours(x, 10)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -np.inf)
+    want = np.argsort(-sim, axis=1, kind="stable")[:, :10]
+    assert got.shape == (200, 10) and not (got == np.arange(200)[:, None]).any()  # never itself
+    agree = np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want, strict=True)])
+    assert agree > 0.99  # float ties aside, the same sets
+    np.testing.assert_array_equal(np.sort(got[:, 0]), np.sort(want[:, 0]))
+    with pytest.raises(MethodError, match="only 5 items"):
+        mine_neighbours(x[:5], 5)
+
+
+def test_self_labelling_keeps_only_confident_rows() -> None:
+    probs = torch.tensor(
+        [
+            [0.95, 0.03, 0.02],
+            [0.50, 0.40, 0.10],
+            [0.02, 0.97, 0.01],
+            [0.91, 0.05, 0.04],
+            [0.34, 0.33, 0.33],
+        ]
+    )
+    mask, target, weights = confident_targets(probs, 0.9)
+    assert mask.tolist() == [True, False, True, True, False]
+    assert target[mask].tolist() == [0, 1, 0]
+    # class-balanced: class 0 has 2 of 3 confident rows, class 1 has 1, class 2 none
+    assert weights.tolist() == pytest.approx([3 / (2 * 2), 3 / (2 * 1), 0.0])
+    none, _, w = confident_targets(probs, 0.99)
+    assert not none.any() and float(w.sum()) == 0.0
+
+
+def test_a_scan_head_recovers_separable_blobs() -> None:
+    """The SCAN objective alone, on features of 4 separated blobs: neighbours mined in feature space, a linear
+    head trained with the loss, the arg-max recovers the blobs."""
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(4, 8)) * 6
+    y = np.repeat(np.arange(4), 60)
+    x = (centres[y] + rng.normal(size=(240, 8))).astype(np.float32)
+    nb = mine_neighbours(x, 10)
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 4)
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    xt = torch.from_numpy(x)
+    for _ in range(60):
+        for idx in np.array_split(rng.permutation(240), 4):
+            pick = nb[idx, rng.integers(0, 10, len(idx))]
+            loss = scan_loss(head(xt[idx]), head(xt[pick]), 5.0)["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    pred = head(xt).argmax(1).numpy()
+    assert len(np.unique(pred)) == 4 and nmi(y, pred) > 0.95
+
+
+TINY = {
+    "width": 4,
+    "hidden": 16,
+    "embedding_dim": 8,
+    "shapes_per_batch": 6,
+    "pretext_epochs": 1,
+    "epochs": 2,
+    "selflabel_epochs": 1,
+    "neighbours": 3,
+    "heads": 3,
+    "scan_batch_size": 8,
+    "confidence": 0.3,
+}
+
+
+def test_phases_neighbours_and_own_assignment(tiny_store: str, tmp_path: Path) -> None:
+    ref = create_run(RunRequest(method="scan", data_url=tiny_store, options=TINY, run_url=str(tmp_path / "r")))
+    assert ref.epochs == 4  # 1 pretext + 2 SCAN + 1 self-labelling
+    s = train_run(ref)
+    hist = s.history
+    assert [h["phase"] for h in hist] == [0, 1, 1, 2]
+    assert "knn_agree" in hist[1] and 0.0 <= hist[1]["knn_agree"] <= 1.0  # diagnostic, labelled store
+    assert "knn_agree" not in hist[2]  # mined once
+    assert 0 <= hist[2]["head"] < 3 and 0.0 <= hist[3]["confident_share"] <= 1.0
+    emb = s.embed()
+    x = np.asarray(Session(ref.run_url).method.embed(s.data.grids))
+    assert x.shape == (len(s.data), 3)  # k = the store's 3 classes
+    np.testing.assert_allclose(x.sum(axis=1), 1.0, rtol=1e-5)  # the kept head's probabilities
+    assert emb.dim == 3
+
+
+def test_scan_refuses_what_cannot_train(tiny_store: str, unlabelled_store: str, tmp_path: Path) -> None:
+    def make(store: str, **options: object) -> None:
+        create_run(
+            RunRequest(method="scan", data_url=store, options={**TINY, **options}, run_url=str(tmp_path / "x"))
+        )
+
+    with pytest.raises(MethodError, match="neighbours=60"):
+        make(tiny_store, neighbours=60)
+    with pytest.raises(MethodError, match="k=12 clusters"):
+        make(tiny_store, k=12)
+    with pytest.raises(MethodError, match="k=10 clusters"):  # unlabelled: k defaults to 10 > 8 per batch
+        make(unlabelled_store)
+    assert not (tmp_path / "x" / "run.json").exists()
