@@ -56,7 +56,8 @@ def render_markdown(report: Mapping[str, Any], links: Mapping[str, str] | None =
 
     rows = table_rows(report)
     if rows:
-        cols = list(_MARKDOWN_COLUMNS) + [c for c in columns(report) if c in KNOWN_METHOD_COLUMNS]
+        optional = ("capture_nmi", "own_nmi", *KNOWN_METHOD_COLUMNS)
+        cols = list(_MARKDOWN_COLUMNS) + [c for c in columns(report) if c in optional]
         lines.append("| " + " | ".join(HEADERS.get(c, c) for c in cols) + " |")
         lines.append("|" + "|".join("---" if c in ("name", "method", "status") else "---:" for c in cols) + "|")
         for r in rows:
