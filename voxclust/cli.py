@@ -437,10 +437,7 @@ def _print_report(result: dict[str, Any], as_json: bool) -> None:
         out.print(f"best unsupervised method: [bold]{best}[/bold]")
         capture = next((r.get("capture_nmi") for r in result["rows"] if r["name"] == best), None)
         if capture is not None:
-            out.print(
-                f"NMI of its clusters with the capture (mesh, point cloud, grid): {capture:.2f} "
-                "(0: the groups do not follow how shapes were captured)"
-            )
+            out.print(f"its clusters vs capture (mesh / cloud / grid): NMI {capture:.2f} (0 = independent)")
     out.print(f"report: [bold]{result['html_url']}[/bold]")
 
 

@@ -244,7 +244,11 @@ def test_the_comparison_table_fits_80_columns_without_eliding(monkeypatch: pytes
         },
         {"name": "raw", "status": "failed", "nmi": None, "error": "boom"},
     ]
-    cli._print_report({"rows": rows, "best_method": "raw", "html_url": "file:///r.html"}, False)
+    rows[0]["capture_nmi"] = 0.0123
+    result = {"rows": rows, "best_method": "softtriple_supervised", "html_url": "file:///r.html"}
+    cli._print_report({**result, "scored_split": "all", "n_items": 140}, False)
     text = console.export_text()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
     assert "0.95" in text and "softtriple_supervised" in text and "1234" in text
+    assert "NMI, ARI, ACC: all 140 items" in text
+    assert "its clusters vs capture (mesh / cloud / grid): NMI 0.01" in text
