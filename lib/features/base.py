@@ -121,6 +121,12 @@ class FeatureMethod(ABC):
                 f"{missing} of {len(data)} items have none"
             )
 
+    @classmethod
+    def check_sources(cls, config: MethodConfig, data_url: str) -> None:
+        """Raise :class:`MethodError` when something this configuration reads besides the store (``scan``'s
+        pretext run) is missing, unfinished or made from another store. Called before a run is created."""
+        return None
+
     # -- training --------------------------------------------------------------------------------------------
     def prepare_epoch(self, data: VoxelData, epoch: int, rng: np.random.Generator) -> dict[str, Any]:
         """Work before epoch ``epoch`` (DeepCluster: embed, PCA-whiten, k-means). Returns values to log."""

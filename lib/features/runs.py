@@ -205,6 +205,22 @@ def _ref(storage: Storage, spec: RunSpec, ckpt: dict[str, Any]) -> RunRef:
     )
 
 
+def finished_run(run_url: str, data_url: str | None = None) -> tuple[RunSpec, dict[str, Any]]:
+    """The spec and checkpoint of a run that has trained every epoch (of the store ``data_url`` when given);
+    :class:`MethodError` naming what is wrong otherwise."""
+    storage = open_storage(run_url)
+    spec = _spec(storage)
+    if data_url is not None and spec.data.rstrip("/") != data_url.rstrip("/"):
+        raise MethodError(f"{run_url}: a run of another store ({spec.data}), not of {data_url}")
+    if not storage.exists(CHECKPOINT):
+        raise MethodError(f"{run_url}: the run has no checkpoint")
+    ckpt = _load(storage)
+    ref = _ref(storage, spec, ckpt)
+    if ref.epochs_done < ref.epochs:
+        raise MethodError(f"{run_url}: unfinished ({ref.epochs_done} of {ref.epochs} epochs trained)")
+    return spec, ckpt
+
+
 def default_run_url(data_url: str, method: str, run_id: str | None = None) -> str:
     run_id = run_id or f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
     return f"{data_url.rstrip('/')}/runs/{run_id}"
@@ -220,6 +236,7 @@ def create_run(request: RunRequest) -> RunRef:
     region = resolve_region(store, request.region or Region(split="auto"))
     data = load_region(request.data_url, region)
     cls.check(cfg, data)
+    cls.check_sources(cfg, store.url)
     spec = RunSpec(method=method, config=cfg.model_dump(mode="json"), data=store.url, region=region, device=device)
     storage = open_storage(request.run_url or default_run_url(store.url, method))
     storage.check()

@@ -5,8 +5,10 @@ One run trains three phases, one run-engine step per epoch (each a Prefect task,
 checkpoint), ``pretext_epochs + epochs + selflabel_epochs`` in all:
 
 1. **Pretext** (``pretext_epochs``): the ``simclr`` contrastive pretext (NT-Xent on strong views, see
-   :mod:`lib.features.simclr`); its options are this method's ``pretext`` field. The default pretext is fixed
-   and documented here (simclr with its defaults), never chosen by a label score.
+   :mod:`lib.features.simclr`) with this config's simclr fields. The default pretext is fixed and documented
+   here (simclr with its defaults, 60 epochs), never chosen by a label score. With ``pretext_run`` (a finished
+   simclr, triplet or instance-softtriple run of the same store, with the same network sizes) the run starts
+   from that network instead and trains no pretext itself.
 2. **Neighbours** (the prepare step of the first SCAN epoch): every training grid embedded by the pretext
    (the L2-normalised projection), its ``neighbours`` nearest others by cosine similarity (faiss, exact
    inner-product search), mined once. Logged: the share of neighbours with the anchor's label when the store
@@ -54,6 +56,9 @@ class ScanConfig(SimCLRConfig):
 
     epochs: int = Field(30, ge=0, description="epochs of the SCAN step")
     pretext_epochs: int = Field(60, ge=0, description="epochs of the simclr pretext, trained first")
+    pretext_run: str | None = Field(
+        None, description="a finished simclr / triplet / instance-softtriple run of the same store to start from"
+    )
     selflabel_epochs: int = Field(10, ge=0, description="epochs of self-labelling, after the SCAN step")
     k: int | None = Field(None, ge=2, description="clusters (default: the store's classes, else 10)")
     neighbours: int = Field(20, ge=1, description="nearest neighbours mined per item (paper: 20)")
@@ -108,6 +113,38 @@ def confident_targets(probs: torch.Tensor, threshold: float) -> tuple[torch.Tens
     return mask, target, weights
 
 
+PRETEXT_METHODS = ("simclr", "triplet", "softtriple")
+
+
+def own_pretext_epochs(config: ScanConfig) -> int:
+    """Pretext epochs this run trains itself: none when it starts from a pretext run."""
+    return 0 if config.pretext_run is not None else config.pretext_epochs
+
+
+def pretext_network(config: ScanConfig, data_url: str | None = None) -> dict[str, Any]:
+    """The embedding network's weights of ``config.pretext_run``, after checking that it is a finished run
+    of a pretext method (of the store ``data_url`` when given) with this config's network sizes."""
+    from lib.features.runs import finished_run
+
+    assert config.pretext_run is not None
+    try:
+        spec, ckpt = finished_run(config.pretext_run, data_url)
+    except FileNotFoundError:
+        raise MethodError(f"scan: pretext run {config.pretext_run}: not found") from None
+    if spec.method not in PRETEXT_METHODS or spec.config.get("mode", "instance") != "instance":
+        raise MethodError(
+            f"scan: pretext run {config.pretext_run} is a {spec.method} run; use one of {', '.join(PRETEXT_METHODS)}"
+        )
+    for size in ("width", "hidden", "embedding_dim"):
+        if spec.config.get(size) != getattr(config, size):
+            raise MethodError(
+                f"scan: the pretext run has {size}={spec.config.get(size)}, this config {getattr(config, size)}; "
+                "set the same network sizes"
+            )
+    state: dict[str, Any] = ckpt["state"]["nets"]["model"]
+    return state
+
+
 def cluster_count(config: ScanConfig, n_classes: int) -> int:
     """``k``, else the store's classes when it has at least 2, else 10."""
     return config.k or (n_classes if n_classes >= 2 else 10)
@@ -123,7 +160,13 @@ class ScanMethod(SimCLR):
     @classmethod
     def total_epochs(cls, config: MethodConfig) -> int:
         assert isinstance(config, ScanConfig)
-        return config.pretext_epochs + config.epochs + config.selflabel_epochs
+        return own_pretext_epochs(config) + config.epochs + config.selflabel_epochs
+
+    @classmethod
+    def check_sources(cls, config: MethodConfig, data_url: str) -> None:
+        assert isinstance(config, ScanConfig)
+        if config.pretext_run is not None:
+            pretext_network(config, data_url)
 
     @classmethod
     def check(cls, config: MethodConfig, data: VoxelData) -> None:
@@ -154,6 +197,7 @@ class ScanMethod(SimCLR):
         self.nets["heads"] = nn.ModuleList([nn.Linear(hidden, k) for _ in range(self.config.heads)])
         self.neighbours = torch.zeros((0, self.config.neighbours), dtype=torch.int64)
         self.best_head = torch.zeros((), dtype=torch.int64)
+        self.pretext_loaded = torch.zeros((), dtype=torch.bool)
 
     def make_optimizers(self) -> None:
         super().make_optimizers()
@@ -177,21 +221,29 @@ class ScanMethod(SimCLR):
     def phase(self, epoch: int) -> tuple[str, int, int]:
         """(phase, epoch within it, its length) of a run epoch."""
         c = self.config
-        if epoch < c.pretext_epochs:
-            return "pretext", epoch, c.pretext_epochs
-        epoch -= c.pretext_epochs
+        pretext = own_pretext_epochs(c)
+        if epoch < pretext:
+            return "pretext", epoch, pretext
+        epoch -= pretext
         if epoch < c.epochs:
             return "scan", epoch, c.epochs
         return "selflabel", epoch - c.epochs, c.selflabel_epochs
 
     @torch.no_grad()
     def pretext_embedding(self, grids: np.ndarray) -> np.ndarray:
-        return super().embed(grids)
+        """The pretext's L2-normalised projection of each grid (what neighbours are mined in)."""
+        self.train_mode(False)
+        model = self.nets["model"]
+        out = [model(self.input(grids[idx])).float().cpu().numpy() for idx in batches(len(grids), EMBED_BATCH)]
+        return np.concatenate(out) if out else np.zeros((0, self.config.embedding_dim), np.float32)
 
     def prepare_epoch(self, data: VoxelData, epoch: int, rng: np.random.Generator) -> dict[str, Any]:
         name, within, _ = self.phase(epoch)
         if name != "scan" or within != 0:
             return {}
+        if self.config.pretext_run is not None and not bool(self.pretext_loaded):
+            self.nets["model"].load_state_dict(pretext_network(self.config))  # once: then in this run's checkpoint
+            self.pretext_loaded = torch.ones((), dtype=torch.bool)
         self.neighbours = torch.from_numpy(mine_neighbours(self.pretext_embedding(data.grids), self.config.neighbours))
         logged: dict[str, Any] = {"neighbours": self.config.neighbours}
         known = data.labels >= 0
@@ -292,9 +344,15 @@ class ScanMethod(SimCLR):
         return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "neighbours": self.neighbours, "best_head": self.best_head}
+        return {
+            **super().state_dict(),
+            "neighbours": self.neighbours,
+            "best_head": self.best_head,
+            "pretext_loaded": self.pretext_loaded,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.neighbours = state["neighbours"]
         self.best_head = state["best_head"]
+        self.pretext_loaded = state["pretext_loaded"]

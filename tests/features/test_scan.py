@@ -127,9 +127,7 @@ def test_phases_neighbours_and_own_assignment(tiny_store: str, tmp_path: Path) -
 
 def test_scan_refuses_what_cannot_train(tiny_store: str, unlabelled_store: str, tmp_path: Path) -> None:
     def make(store: str, **options: object) -> None:
-        create_run(
-            RunRequest(method="scan", data_url=store, options={**TINY, **options}, run_url=str(tmp_path / "x"))
-        )
+        create_run(RunRequest(method="scan", data_url=store, options={**TINY, **options}, run_url=str(tmp_path / "x")))
 
     with pytest.raises(MethodError, match="neighbours=60"):
         make(tiny_store, neighbours=60)
@@ -137,4 +135,54 @@ def test_scan_refuses_what_cannot_train(tiny_store: str, unlabelled_store: str, 
         make(tiny_store, k=12)
     with pytest.raises(MethodError, match="k=10 clusters"):  # unlabelled: k defaults to 10 > 8 per batch
         make(unlabelled_store)
+    assert not (tmp_path / "x" / "run.json").exists()
+
+
+PRETEXT = {k: TINY[k] for k in ("width", "hidden", "embedding_dim", "shapes_per_batch")}
+
+
+def test_scan_from_a_finished_pretext_run(tiny_store: str, tmp_path: Path) -> None:
+    pretext = str(tmp_path / "simclr")
+    simclr = train_run(
+        create_run(RunRequest(method="simclr", data_url=tiny_store, options={**PRETEXT, "epochs": 2}, run_url=pretext))
+    )
+    options = {**TINY, "pretext_run": pretext}
+    ref = create_run(RunRequest(method="scan", data_url=tiny_store, options=options, run_url=str(tmp_path / "s")))
+    assert ref.epochs == 3  # 2 SCAN + 1 self-labelling: no pretext of its own
+    first = Session(ref.run_url)
+    first.prepare(0)  # the SCAN step's first epoch loads the pretext network and mines neighbours with it
+    np.testing.assert_allclose(
+        first.method.pretext_embedding(first.data.grids), simclr.method.embed(first.data.grids), atol=1e-5
+    )
+    s = train_run(ref)
+    assert [h["phase"] for h in s.history] == [1, 1, 2]
+
+
+def test_a_pretext_run_must_be_finished_of_this_store_and_fit(
+    tiny_store: str, unlabelled_store: str, tmp_path: Path
+) -> None:
+    def scan_from(run: str, store: str = tiny_store, **extra: object) -> None:
+        options = {**TINY, "pretext_run": run, **extra}
+        create_run(RunRequest(method="scan", data_url=store, options=options, run_url=str(tmp_path / "x")))
+
+    with pytest.raises(MethodError, match="not a voxclust run"):
+        scan_from(str(tmp_path / "nothing"))
+    unfinished = str(tmp_path / "unfinished")
+    create_run(RunRequest(method="simclr", data_url=tiny_store, options={**PRETEXT, "epochs": 2}, run_url=unfinished))
+    with pytest.raises(MethodError, match="unfinished"):
+        scan_from(unfinished)
+    raw = str(tmp_path / "raw")
+    create_run(RunRequest(method="raw", data_url=tiny_store, run_url=raw))
+    with pytest.raises(MethodError, match="is a raw run"):
+        scan_from(raw)
+    other = str(tmp_path / "other")
+    train_run(
+        create_run(
+            RunRequest(method="simclr", data_url=unlabelled_store, options={**PRETEXT, "epochs": 1}, run_url=other)
+        )
+    )
+    with pytest.raises(MethodError, match="another store"):
+        scan_from(other)
+    with pytest.raises(MethodError, match="width=4, this config 8"):
+        scan_from(other, store=unlabelled_store, width=8, k=3)
     assert not (tmp_path / "x" / "run.json").exists()
