@@ -114,6 +114,7 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
             "elbow": [[int(a), float(b)] for a, b in zip(sweep.ks, sweep.inertias, strict=True)] if sweep else [],
             "knee": None if sweep is None else sweep.knee,
             "pic": score.pic,
+            "spectral": score.spectral,
             "images": images,
             "run_url": run_url,
             "assignments_url": f"{out.url}/{assignments_key}",

@@ -41,8 +41,9 @@ class SplitMetrics(_Record):
     contingency: list[list[int]] | None = None  # classes x clusters
 
 
-class PICSummary(_Record):
-    """Power iteration clustering of the method's features (it picks its own number of clusters)."""
+class PartitionSummary(_Record):
+    """A partition of the method's features beside k-means, over all items: PIC (which picks its own number
+    of clusters) or spectral clustering on the k-NN graph (with the comparison's k)."""
 
     n_clusters: int
     largest: int
@@ -74,7 +75,8 @@ class MethodResult(_Record):
     method_metrics: dict[str, float | None] = Field(default_factory=dict)  # e.g. test_accuracy
     elbow: list[tuple[int, float]] | None = None  # (k, inertia) pairs
     knee: int | None = None  # suggested k
-    pic: PICSummary | None = None
+    pic: PartitionSummary | None = None
+    spectral: PartitionSummary | None = None
     images: dict[str, str] = Field(default_factory=dict)  # kind -> file name in the report folder
     run_url: str | None = None
     assignments_url: str | None = None

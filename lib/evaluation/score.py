@@ -5,7 +5,8 @@ benchmark both call it): one PCA fit (to ``pca_dim`` when the embedding is wider
 also the whitened input of PIC), optional row L2 normalisation, an elbow sweep, then faiss k-means on all
 items with k = the configured k, else the number of classes when the items are labelled (at least 2
 classes), else the knee of the elbow curve, else min(10, N - 1); then ``cluster_summary`` per split
-(``train``, ``test``, ``all``) and PIC on the PCA-whitened, L2-normalised embedding. The figures to read are
+(``train``, ``test``, ``all``), PIC on the PCA-whitened, L2-normalised embedding, and spectral clustering on
+the k-NN graph of the clustered features (same k; over all items, like PIC). The figures to read are
 those of the test split when it holds at least ``min_test_items`` items, else those of all items.
 
 Features are used as given (no standardisation); the labels never influence PCA or k-means, they are only
@@ -27,6 +28,7 @@ from lib.evaluation.kmeans import ElbowResult, KMeansResult, elbow_ks, elbow_swe
 from lib.evaluation.metrics import ari, cluster_summary, nmi
 from lib.evaluation.pca import fit_pca, l2_normalize
 from lib.evaluation.pic import pic
+from lib.evaluation.spectral import spectral
 
 __all__ = ["EmbeddingScore", "ScoreConfig", "ScoreError", "score_embedding"]
 
@@ -47,6 +49,8 @@ class ScoreConfig(BaseModel):
     restarts: int = Field(5, ge=1, description="seeded k-means restarts")
     elbow_k_max: int | None = Field(20, ge=2, description="elbow sweep over k = 2 .. this; None: no sweep")
     pic: bool = Field(True, description="also run PIC (power iteration clustering, needs no k)")
+    spectral: bool = Field(True, description="also run spectral clustering on the k-NN graph, with the same k")
+    spectral_max_items: int = Field(20_000, ge=3, description="skip spectral clustering above this many items")
     silhouette_sample: int | None = Field(2000, ge=3, description="silhouette on at most this many rows")
     min_test_items: int = Field(
         100, ge=2, description="score the test split when it has at least this many items, else all items"
@@ -66,7 +70,8 @@ class EmbeddingScore:
     least 2 items (``train``, ``test``, ``all``, in that order) plus its ``n_items``, ``scored_split`` the
     split to read (``test`` when it has at least ``min_test_items`` items, else ``all``: a test split of a few
     dozen items is too small to judge a grouping by), ``pic`` PIC's cluster count, largest cluster and,
-    when labelled, NMI / ARI (None when PIC did not run).
+    when labelled, NMI / ARI (None when PIC did not run); ``spectral`` the same for spectral clustering on the
+    k-NN graph of the clustered features with the same k (None when skipped).
     """
 
     feats: F32
@@ -76,6 +81,7 @@ class EmbeddingScore:
     metrics: dict[str, dict[str, Any]]
     scored_split: str
     pic: dict[str, Any] | None
+    spectral: dict[str, Any] | None = None
 
 
 def _split_order(splits: npt.NDArray[Any]) -> list[str]:
@@ -158,6 +164,22 @@ def score_embedding(
             pic_scores["nmi"] = nmi(y[known], res.labels[known])
             pic_scores["ari"] = ari(y[known], res.labels[known])
 
+    spectral_scores: dict[str, Any] | None = None
+    if cfg.spectral and k < len(feats) <= cfg.spectral_max_items:
+        part = spectral(feats, k, seed=cfg.seed)  # the features k-means saw
+        spectral_scores = {"n_clusters": int(np.unique(part).size), "largest": int(np.bincount(part).max())}
+        if labelled:
+            known = y >= 0
+            spectral_scores["nmi"] = nmi(y[known], part[known])
+            spectral_scores["ari"] = ari(y[known], part[known])
+
     return EmbeddingScore(
-        feats=feats, k=int(k), kmeans=km, elbow=sweep, metrics=metrics, scored_split=scored, pic=pic_scores
+        feats=feats,
+        k=int(k),
+        kmeans=km,
+        elbow=sweep,
+        metrics=metrics,
+        scored_split=scored,
+        pic=pic_scores,
+        spectral=spectral_scores,
     )

@@ -34,13 +34,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import faiss
+import faiss  # noqa: F401  (before torch: some builds crash the other way round)
 import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
+from lib.evaluation.inputs import ClusterError
+from lib.evaluation.neighbours import nearest_neighbours
 from lib.features.augment import StrongViewConfig, strong_views
 from lib.features.base import MethodConfig, MethodError, VoxelData
 from lib.features.metric import EmbeddingNet
@@ -83,20 +85,11 @@ def scan_loss(anchors: torch.Tensor, neighbours: torch.Tensor, entropy_weight: f
 
 
 def mine_neighbours(features: np.ndarray, k: int) -> np.ndarray:
-    """(N, k) indices of each row's ``k`` most cosine-similar other rows (exact faiss search; ties by index)."""
-    x = np.ascontiguousarray(features, dtype=np.float32)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), EPS)
-    n = len(x)
-    if k >= n:
-        raise MethodError(f"scan: {k} neighbours asked for, but only {n} items to mine them from")
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    _, found = index.search(x, k + 1)
-    out = np.empty((n, k), dtype=np.int64)
-    for i, row in enumerate(found):
-        others = row[row != i][:k]  # self is normally first; with duplicates it may not be
-        out[i] = others if len(others) == k else row[:k]
-    return out
+    """(N, k) indices of each row's ``k`` most cosine-similar other rows (exact faiss search)."""
+    try:
+        return nearest_neighbours(features, k)
+    except ClusterError as exc:
+        raise MethodError(f"scan: {exc}") from None
 
 
 def confident_targets(probs: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -37,6 +37,7 @@ BASE_COLUMNS: tuple[str, ...] = (
     "knee",
     "pic_clusters",
     "pic_nmi",
+    "spectral_nmi",
     "train_seconds",
 )
 SPLIT_COLUMNS: tuple[str, ...] = ("nmi", "ari", "acc", "purity", "silhouette", "inertia", "n_clusters")
@@ -56,6 +57,7 @@ HEADERS = {
     "knee": "elbow knee",
     "pic_clusters": "PIC clusters",
     "pic_nmi": "PIC NMI",
+    "spectral_nmi": "spectral NMI",
     "train_seconds": "train s",
     "test_accuracy": "test accuracy",
     "reconstruction_iou": "reconstruction IoU",
@@ -133,6 +135,7 @@ def table_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
         row["knee"] = number(m.get("knee"))
         row["pic_clusters"] = number(pic.get("n_clusters"))
         row["pic_nmi"] = number(pic.get("nmi"))
+        row["spectral_nmi"] = number((m.get("spectral") or {}).get("nmi"))
         row["train_seconds"] = number(m.get("train_seconds"))
         own_entry = m.get("own")
         own: Mapping[str, Any] = own_entry if isinstance(own_entry, Mapping) else {}

@@ -33,9 +33,11 @@ import faiss  # noqa: E402,F401  (before torch)
 import numpy as np  # noqa: E402
 
 from lib.compare.rows import PRESETS, MethodEntry, is_supervised, run_url_for  # noqa: E402
+from lib.evaluation.metrics import nmi  # noqa: E402
+from lib.evaluation.neighbours import neighbour_agreement  # noqa: E402
 from lib.evaluation.score import ScoreConfig, score_embedding  # noqa: E402
 from lib.features.registry import METHODS  # noqa: E402
-from lib.features.runs import Region, RunRequest, create_run, read_embedding, train_run  # noqa: E402
+from lib.features.runs import Region, RunRequest, create_run, load_region, read_embedding, train_run  # noqa: E402
 from lib.voxels.importer import import_npz  # noqa: E402
 from lib.voxels.store import VoxelStore  # noqa: E402
 
@@ -95,6 +97,10 @@ def main() -> None:
         y = np.array([labels_by_row[int(r)] for r in rows], dtype=np.int64)
         config = ScoreConfig(k=10, pca_dim=64, seed=args.seed, restarts=5, elbow_k_max=None, pic=False)
         scores = score_embedding(x, y, config=config).metrics["all"]
+        # SCAN's diagnostic, on the train split: the share of each shape's 20 nearest neighbours of its class
+        train = session.embed(Region(split="train"), name="train")
+        xt, rows_t, _ = read_embedding(ref.run_url, train.name)
+        knn20 = neighbour_agreement(xt, np.array([labels_by_row[int(r)] for r in rows_t], dtype=np.int64), 20)
         metrics = session.ckpt["metrics"]
         out: dict[str, Any] = {
             "method": method,
@@ -103,6 +109,7 @@ def main() -> None:
             "acc": round(scores["acc"], 4),
             "train_seconds": round(float(metrics.get("train_seconds", 0.0)), 1),
             "wall_seconds": round(time.perf_counter() - t0, 1),
+            "knn20_agree": round(knn20, 4),
             "dim": emb.dim,
             "epochs": ref.epochs,
             "supervised": is_supervised(entry),
@@ -110,6 +117,10 @@ def main() -> None:
         for key in ("test_accuracy", "test_accuracy_single_view", "reconstruction_iou"):
             if key in metrics:
                 out[key] = round(float(metrics[key]), 4)
+        if METHODS[method].assigns:  # SCAN: its own partition, and the pretext it started from
+            out["own_nmi"] = round(nmi(y, x.argmax(axis=1)), 4)
+            pre = session.method.pretext_embedding(load_region(store_url, Region(split="test")).grids)
+            out["pretext_nmi"] = round(score_embedding(pre, y, config=config).metrics["all"]["nmi"], 4)
         if session.history and "nmi_labels" in session.history[-1]:
             out["nmi_labels_last_epoch_train"] = round(session.history[-1]["nmi_labels"], 4)
         results[row] = out
