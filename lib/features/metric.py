@@ -3,7 +3,8 @@ batches of P shapes x K augmented views where each shape is its own class."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 
 from lib.features.base import MethodConfig, MethodError, VoxelData
 from lib.features.nets import ConvEncoder, ProjectionHead, l2n
-from lib.features.torchbase import TorchConfig, TorchMethod, batches
+from lib.features.torchbase import EpochSums, TorchConfig, TorchMethod, batches
 
 
 class MetricConfig(TorchConfig):
@@ -37,6 +38,7 @@ class EmbeddingNet(nn.Module):
 
 class MetricMethod(TorchMethod):
     config: MetricConfig
+    loss: nn.Module  # a pytorch-metric-learning loss, set by ``make_optimizers``
 
     @classmethod
     def check(cls, config: MethodConfig, data: VoxelData) -> None:
@@ -59,6 +61,22 @@ class MetricMethod(TorchMethod):
             grids = np.repeat(data.grids[idx], k, axis=0)
             labels = torch.from_numpy(np.repeat(idx, k)).to(self.device)
             yield self.views(grids, rng), labels
+
+    def loss_epoch(
+        self, views: Iterable[tuple[torch.Tensor, torch.Tensor]], opt: torch.optim.Optimizer
+    ) -> dict[str, Any]:
+        """One pass of ``self.loss(embedding, labels)`` over batches of (views, labels), one step each."""
+        sums, steps = EpochSums(), 0
+        for x, labels in views:
+            with self.autocast():
+                emb = self.nets["model"](x).float()
+            loss = self.loss(emb, labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sums.add("loss", loss)
+            steps += 1
+        return {"loss": sums.value("loss") / max(steps, 1), "batches": steps}
 
     def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.nets["model"](x)

@@ -27,7 +27,7 @@ from pytorch_metric_learning import losses
 from lib.features.augment import StrongViewConfig, strong_views
 from lib.features.base import VoxelData
 from lib.features.metric import MetricConfig, MetricMethod
-from lib.features.torchbase import EpochSums, cosine_lr, set_lr
+from lib.features.torchbase import cosine_lr, set_lr
 
 
 class SimCLRConfig(MetricConfig):
@@ -63,14 +63,4 @@ class SimCLR(MetricMethod):
         opt = self.optimizers["model"]
         set_lr(opt, cosine_lr(c.lr, epoch, epochs))
         self.train_mode(True)
-        sums, steps = EpochSums(), 0
-        for x, labels in self.pk_batches(data, rng):
-            with self.autocast():
-                emb = self.nets["model"](x).float()
-            loss = self.loss(emb, labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sums.add("loss", loss)
-            steps += 1
-        return {"loss": sums.value("loss") / max(steps, 1), "batches": steps}
+        return self.loss_epoch(self.pk_batches(data, rng), opt)

@@ -30,7 +30,7 @@ from pytorch_metric_learning import losses, regularizers
 
 from lib.features.base import MethodConfig, MethodError, VoxelData
 from lib.features.metric import MetricConfig, MetricMethod
-from lib.features.torchbase import EpochSums, batches, cosine_lr
+from lib.features.torchbase import batches, cosine_lr
 
 
 class SoftTripleConfig(MetricConfig):
@@ -134,17 +134,7 @@ class SoftTriple(MetricMethod):
         opt = self.optimizers["model"]
         set_lr_groups(opt, [cosine_lr(c.lr, epoch, c.epochs), cosine_lr(c.centers_lr, epoch, c.epochs)])
         self.train_mode(True)
-        n, sums = 0, EpochSums()
-        for x, labels in self.batches(data, rng):
-            with self.autocast():
-                emb = self.nets["model"](x).float()
-            loss = self.loss(emb, labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sums.add("loss", loss)
-            n += 1
-        return {"loss": sums.value("loss") / max(n, 1), "batches": n}
+        return self.loss_epoch(self.batches(data, rng), opt)
 
 
 def set_lr_groups(opt: torch.optim.Optimizer, lrs: list[float]) -> None:

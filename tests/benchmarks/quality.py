@@ -13,7 +13,11 @@ method: they enter only the scoring (and the classifiers' and supervised SoftTri
 ``random_cnn`` is DeepCluster's backbone with no training: the random-features baseline.
 
 Prints a line per method as it finishes, then one final JSON line: per method ``nmi``, ``ari``, ``acc``,
-``train_seconds`` (wall time of all training steps) and, for classifiers, ``test_accuracy``.
+``train_seconds`` (wall time of all training steps), ``knn20_agree`` (the share of each train shape's 20
+nearest neighbours in the embedding that share its class: SCAN's diagnostic, labels used for it only) and,
+for classifiers, ``test_accuracy``; for ``scan`` also ``own_nmi`` (its heads' arg-max) and ``pretext_nmi``
+(k-means NMI of the pretext embedding it started from, scored the same way). ``scan`` trains its own
+pretext unless given a finished one: ``--set 'scan.pretext_run="<store>/runs/simclr-..."'``.
 """
 
 from __future__ import annotations
