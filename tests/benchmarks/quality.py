@@ -16,8 +16,8 @@ Prints a line per method as it finishes, then one final JSON line: per method ``
 ``train_seconds`` (wall time of all training steps), ``knn20_agree`` (the share of each train shape's 20
 nearest neighbours in the embedding that share its class: SCAN's diagnostic, labels used for it only) and,
 for classifiers, ``test_accuracy``; for ``scan`` also ``own_nmi`` (its heads' arg-max) and ``pretext_nmi``
-(k-means NMI of the pretext embedding it started from, scored the same way). ``scan`` trains its own
-pretext unless given a finished one: ``--set 'scan.pretext_run="<store>/runs/simclr-..."'``.
+(k-means NMI of the pretext run it started from, scored the same way; null when it trained its own).
+``scan`` trains its own pretext unless given a finished one: ``--set 'scan.pretext_run="<store>/runs/..."'``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from lib.evaluation.metrics import nmi  # noqa: E402
 from lib.evaluation.neighbours import neighbour_agreement  # noqa: E402
 from lib.evaluation.score import ScoreConfig, score_embedding  # noqa: E402
 from lib.features.registry import METHODS  # noqa: E402
-from lib.features.runs import Region, RunRequest, create_run, load_region, read_embedding, train_run  # noqa: E402
+from lib.features.runs import Region, RunRequest, Session, create_run, read_embedding, train_run  # noqa: E402
 from lib.voxels.importer import import_npz  # noqa: E402
 from lib.voxels.store import VoxelStore  # noqa: E402
 
@@ -121,10 +121,14 @@ def main() -> None:
         for key in ("test_accuracy", "test_accuracy_single_view", "reconstruction_iou"):
             if key in metrics:
                 out[key] = round(float(metrics[key]), 4)
-        if METHODS[method].assigns:  # SCAN: its own partition, and the pretext it started from
+        if METHODS[method].assigns:  # SCAN: its own partition, and the pretext run it started from
             out["own_nmi"] = round(nmi(y, x.argmax(axis=1)), 4)
-            pre = session.method.pretext_embedding(load_region(store_url, Region(split="test")).grids)
-            out["pretext_nmi"] = round(score_embedding(pre, y, config=config).metrics["all"]["nmi"], 4)
+            out["pretext_nmi"] = None  # a pretext trained inside the run is fine-tuned away: not scored
+            if options.get("pretext_run"):
+                pre = Session(options["pretext_run"]).embed(Region(split="test"), name="test", reuse=True)
+                xp, rows_p, _ = read_embedding(pre.run_url, pre.name)
+                yp = np.array([labels_by_row[int(r)] for r in rows_p], dtype=np.int64)
+                out["pretext_nmi"] = round(score_embedding(xp, yp, config=config).metrics["all"]["nmi"], 4)
         if session.history and "nmi_labels" in session.history[-1]:
             out["nmi_labels_last_epoch_train"] = round(session.history[-1]["nmi_labels"], 4)
         results[row] = out
