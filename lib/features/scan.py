@@ -18,7 +18,10 @@ checkpoint), ``pretext_epochs + epochs + selflabel_epochs`` in all:
    drawn at random: ``-mean log <p_a, p_n> - entropy_weight * H(mean p_a)`` (consistency of neighbours, plus
    the entropy of the batch's mean prediction, which keeps clusters from collapsing). Adam, lr ``scan_lr``
    (1e-4), weight decay 1e-4, as the paper's CIFAR config. The head with the lowest loss in the last SCAN
-   epoch is kept.
+   epoch is kept. After every epoch (and before mining) the batch-norm statistics are re-estimated on the
+   plain grids: trained on strong views, they otherwise describe views, and eval-mode predictions on plain
+   grids drift into one cluster (measured on ModelNet10: 221 of 901 test shapes in one of 10 clusters after
+   the SCAN step, then all of them after self-labelling).
 4. **Self-labelling** (``selflabel_epochs``): the kept head's predictions on the grids themselves; rows whose
    top probability reaches ``confidence`` become pseudo-labels, trained with class-balanced cross-entropy
    (each pseudo-class weighted by the inverse of its share among the batch's confident rows) on strong
@@ -237,6 +240,7 @@ class ScanMethod(SimCLR):
         if self.config.pretext_run is not None and not bool(self.pretext_loaded):
             self.nets["model"].load_state_dict(pretext_network(self.config))  # once: then in this run's checkpoint
             self.pretext_loaded = torch.ones((), dtype=torch.bool)
+        self.recalibrate_batchnorm(self.nets["model"], data.grids)  # statistics of the grids, not of views
         self.neighbours = torch.from_numpy(mine_neighbours(self.pretext_embedding(data.grids), self.config.neighbours))
         logged: dict[str, Any] = {"neighbours": self.config.neighbours}
         known = data.labels >= 0
@@ -283,6 +287,7 @@ class ScanMethod(SimCLR):
             total.backward()
             opt.step()
             steps += 1
+        self.recalibrate_batchnorm(self.nets["model"], data.grids)
         losses = [sums.value(f"loss_{h}") / max(steps, 1) for h in range(len(heads))]
         best = int(np.argmin(losses))
         self.best_head = torch.tensor(best)
@@ -319,6 +324,7 @@ class ScanMethod(SimCLR):
             sums.add("loss", loss)
             confident += int(mask.sum())
             steps += 1
+        self.recalibrate_batchnorm(self.nets["model"], data.grids)
         return {"loss": sums.value("loss") / max(steps, 1), "confident_share": confident / max(seen, 1)}
 
     # -- output ------------------------------------------------------------------------------------------------

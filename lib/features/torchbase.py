@@ -150,6 +150,27 @@ class TorchMethod(FeatureMethod):
             r = self.info.resolution
             return int(self.embed_batch(self.input(np.zeros((1, r, r, r), dtype=bool))).shape[1])
 
+    @torch.no_grad()
+    def recalibrate_batchnorm(self, net: nn.Module, grids: np.ndarray) -> None:
+        """Re-estimate ``net``'s batch-norm running statistics on the grids themselves, unaugmented ("precise
+        BN"): after training on strong views they describe the views, and an eval-mode pass over plain grids
+        then drifts (SCAN's heads put most shapes in one cluster in eval mode, a balanced spread in train
+        mode). Leaves ``net`` in eval mode."""
+        norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms or len(grids) < 2:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the pass
+        net.train()
+        for idx in batches(len(grids), EMBED_BATCH):
+            if len(idx) >= 2:  # batch norm needs two rows per batch in train mode
+                net(self.input(grids[idx]))
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        net.eval()
+
     def check_batch(self, n_items: int, per_batch: int) -> None:
         if n_items < per_batch:
             raise MethodError(
