@@ -11,9 +11,9 @@ Choices:
 * **Best method** = the unsupervised method with status "ok" and the highest NMI on the scored split
   (first one on ties). Supervised methods saw the labels, so they are reference points, never "best".
 * **Columns** of the metrics table are fixed, plus ``capture_nmi`` when the store mixes captures (meshes,
-  point clouds, imported grids), ``own_nmi`` / ``own_acc`` when a method assigns clusters itself (SCAN), plus
-  ``test_accuracy``, ``reconstruction_iou`` and any other
-  numeric ``method_metrics`` key, each only when at least one method has it; every row has every column.
+  point clouds, imported grids), ``own_nmi`` / ``own_acc`` when a method assigns clusters itself (SCAN), and
+  ``test_accuracy``, ``reconstruction_iou`` and any other numeric ``method_metrics`` key, each only when at
+  least one method has it; every row has every column.
 """
 
 from __future__ import annotations
