@@ -66,6 +66,11 @@ class VoxelData:
         """Every item carries a label (what a supervised method needs)."""
         return len(self) > 0 and bool((self.labels >= 0).all())
 
+    @property
+    def n_classes(self) -> int:
+        """The store's classes, else (labels without names) the highest label + 1."""
+        return len(self.classes) or int(self.labels.max(initial=-1)) + 1
+
     def subset(self, index: np.ndarray) -> VoxelData:
         return VoxelData(self.grids[index], self.labels[index], self.rows[index], self.classes)
 

@@ -162,13 +162,8 @@ def _instantiate(spec: RunSpec, data: VoxelData) -> FeatureMethod:
 
     cls = get_method(spec.method)
     cfg = cls.config_cls.model_validate(spec.config)
-    n_classes = len(spec_classes(data))
-    info = DataInfo(resolution=data.resolution, n_items=len(data), n_classes=n_classes)
+    info = DataInfo(resolution=data.resolution, n_items=len(data), n_classes=data.n_classes)
     return cls(cfg, info, resolve_device(spec.device))
-
-
-def spec_classes(data: VoxelData) -> list[str]:
-    return data.classes or [str(i) for i in range(int(data.labels.max(initial=-1)) + 1)]
 
 
 # -- checkpoints -------------------------------------------------------------------------------------------------

@@ -48,11 +48,10 @@ from torch.nn import functional as F
 
 from lib.evaluation.inputs import ClusterError
 from lib.evaluation.neighbours import nearest_neighbours
-from lib.features.augment import StrongViewConfig, strong_views
 from lib.features.base import MethodConfig, MethodError, VoxelData
 from lib.features.metric import EmbeddingNet
 from lib.features.simclr import SimCLR, SimCLRConfig
-from lib.features.torchbase import EMBED_BATCH, EpochSums, batches, cosine_lr, set_lr
+from lib.features.torchbase import EpochSums, batches, cosine_lr, set_lr
 
 EPS = 1e-8
 
@@ -177,8 +176,7 @@ class ScanMethod(SimCLR):
                 f"scan: neighbours={config.neighbours} needs more than {config.neighbours} training items, "
                 f"the set has {len(data)}"
             )
-        n_classes = len(data.classes) or int(data.labels.max(initial=-1)) + 1
-        k = cluster_count(config, n_classes)
+        k = cluster_count(config, data.n_classes)
         if k > config.scan_batch_size or k >= len(data):
             raise MethodError(
                 f"scan: k={k} clusters cannot be spread over batches of {config.scan_batch_size} anchors "
@@ -197,7 +195,6 @@ class ScanMethod(SimCLR):
         self.nets["heads"] = nn.ModuleList([nn.Linear(hidden, k) for _ in range(self.config.heads)])
         self.neighbours = torch.zeros((0, self.config.neighbours), dtype=torch.int64)
         self.best_head = torch.zeros((), dtype=torch.int64)
-        self.pretext_loaded = torch.zeros((), dtype=torch.bool)
 
     def make_optimizers(self) -> None:
         super().make_optimizers()
@@ -229,21 +226,16 @@ class ScanMethod(SimCLR):
             return "scan", epoch, c.epochs
         return "selflabel", epoch - c.epochs, c.selflabel_epochs
 
-    @torch.no_grad()
     def pretext_embedding(self, grids: np.ndarray) -> np.ndarray:
         """The pretext's L2-normalised projection of each grid (what neighbours are mined in)."""
-        self.train_mode(False)
-        model = self.nets["model"]
-        out = [model(self.input(grids[idx])).float().cpu().numpy() for idx in batches(len(grids), EMBED_BATCH)]
-        return np.concatenate(out) if out else np.zeros((0, self.config.embedding_dim), np.float32)
+        return self.embed_with(super().embed_batch, grids)
 
     def prepare_epoch(self, data: VoxelData, epoch: int, rng: np.random.Generator) -> dict[str, Any]:
         name, within, _ = self.phase(epoch)
         if name != "scan" or within != 0:
             return {}
-        if self.config.pretext_run is not None and not bool(self.pretext_loaded):
-            self.nets["model"].load_state_dict(pretext_network(self.config))  # once: then in this run's checkpoint
-            self.pretext_loaded = torch.ones((), dtype=torch.bool)
+        if self.config.pretext_run is not None:  # the engine prepares this epoch once; then it is in our checkpoint
+            self.nets["model"].load_state_dict(pretext_network(self.config))
         self.recalibrate_batchnorm(self.nets["model"], data.grids)  # statistics of the grids, not of views
         self.neighbours = torch.from_numpy(mine_neighbours(self.pretext_embedding(data.grids), self.config.neighbours))
         logged: dict[str, Any] = {"neighbours": self.config.neighbours}
@@ -263,9 +255,6 @@ class ScanMethod(SimCLR):
             return {"phase": 1, **self.scan_epoch(data, within, length, rng)}
         return {"phase": 2, **self.selflabel_epoch(data, within, length, rng)}
 
-    def _views(self, grids: np.ndarray, rng: np.random.Generator, cfg: StrongViewConfig | None = None) -> torch.Tensor:
-        return strong_views(self.input(grids), rng, cfg or self.config.views)
-
     def scan_epoch(self, data: VoxelData, epoch: int, epochs: int, rng: np.random.Generator) -> dict[str, Any]:
         c = self.config
         opt = self.optimizers["scan"]
@@ -276,7 +265,7 @@ class ScanMethod(SimCLR):
         nb = self.neighbours.numpy()
         for idx in batches(len(data), c.scan_batch_size, rng, drop_last=True):
             pick = nb[idx, rng.integers(0, nb.shape[1], len(idx))]
-            x = torch.cat([self._views(data.grids[idx], rng), self._views(data.grids[pick], rng)])
+            x = torch.cat([self.views(data.grids[idx], rng), self.views(data.grids[pick], rng)])
             with self.autocast():
                 feats = encoder(x)
             fa, fn = feats[: len(idx)], feats[len(idx) :]
@@ -318,7 +307,7 @@ class ScanMethod(SimCLR):
             if not mask.any():
                 continue
             self.train_mode(True)
-            x = self._views(data.grids[idx[mask.cpu().numpy()]], rng)
+            x = self.views(data.grids[idx[mask.cpu().numpy()]], rng)
             with self.autocast():
                 logits = head(encoder(x)).float()
             loss = F.cross_entropy(logits, target[mask], weight=weights)
@@ -336,26 +325,15 @@ class ScanMethod(SimCLR):
         head = self.heads()[int(self.best_head)]
         return F.softmax(head(self.encoder()(x)).float(), dim=1)
 
-    @torch.no_grad()
     def embed(self, grids: np.ndarray) -> np.ndarray:
         if self.config.epochs == 0:  # no SCAN step: the pretext's embedding
             return self.pretext_embedding(grids)
-        self.train_mode(False)
-        out = [self.embed_batch(self.input(grids[idx])).cpu().numpy() for idx in batches(len(grids), EMBED_BATCH)]
-        if not out:
-            return np.zeros((0, self.n_clusters()), dtype=np.float32)
-        return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+        return super().embed(grids)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            **super().state_dict(),
-            "neighbours": self.neighbours,
-            "best_head": self.best_head,
-            "pretext_loaded": self.pretext_loaded,
-        }
+        return {**super().state_dict(), "neighbours": self.neighbours, "best_head": self.best_head}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.neighbours = state["neighbours"]
         self.best_head = state["best_head"]
-        self.pretext_loaded = state["pretext_loaded"]

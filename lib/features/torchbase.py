@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Literal
 
@@ -134,21 +134,19 @@ class TorchMethod(FeatureMethod):
         for net in self.nets.values():
             net.train(on)
 
-    @torch.no_grad()
     def embed(self, grids: np.ndarray) -> np.ndarray:
-        self.train_mode(False)
-        out = [
-            self.embed_batch(self.input(grids[idx])).float().cpu().numpy() for idx in batches(len(grids), EMBED_BATCH)
-        ]
-        if not out:
-            return np.zeros((0, self.embedding_dim()), dtype=np.float32)
-        return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+        return self.embed_with(self.embed_batch, grids)
 
-    def embedding_dim(self) -> int:
-        with torch.no_grad():
-            self.train_mode(False)
+    @torch.no_grad()
+    def embed_with(self, layer: Callable[[torch.Tensor], torch.Tensor], grids: np.ndarray) -> np.ndarray:
+        """``layer`` (an input batch -> its features) over the grids in batches, eval mode: (N, D) float32."""
+        self.train_mode(False)
+        if len(grids) == 0:
             r = self.info.resolution
-            return int(self.embed_batch(self.input(np.zeros((1, r, r, r), dtype=bool))).shape[1])
+            dim = int(layer(self.input(np.zeros((1, r, r, r), dtype=bool))).shape[1])
+            return np.zeros((0, dim), dtype=np.float32)
+        out = [layer(self.input(grids[idx])).float().cpu().numpy() for idx in batches(len(grids), EMBED_BATCH)]
+        return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
 
     @torch.no_grad()
     def recalibrate_batchnorm(self, net: nn.Module, grids: np.ndarray) -> None:
