@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -76,6 +76,12 @@ def main() -> None:
         row, _, option = key.partition(".")
         overrides.setdefault(row, {})[option] = json.loads(value)
 
+    def embedded(session: Session, split: Literal["train", "test"]) -> tuple[np.ndarray, np.ndarray]:
+        """A run's embedding of a split (kept when already made by the same checkpoint) and its labels."""
+        emb = session.embed(Region(split=split), name=split, reuse=True)
+        x, rows, _ = read_embedding(emb.run_url, emb.name)
+        return x, np.array([labels_by_row[int(r)] for r in rows], dtype=np.int64)
+
     results: dict[str, dict[str, Any]] = {}
     for row in args.methods.split(","):
         method, options = BUDGETS[row]
@@ -96,15 +102,11 @@ def main() -> None:
             )
         )
         session = train_run(ref, on_epoch=lambda e, row=row: print(row, _brief(e), file=sys.stderr, flush=True))
-        emb = session.embed(Region(split="test"), name="test")
-        x, rows, _ = read_embedding(ref.run_url, emb.name)
-        y = np.array([labels_by_row[int(r)] for r in rows], dtype=np.int64)
+        x, y = embedded(session, "test")
         config = ScoreConfig(k=10, pca_dim=64, seed=args.seed, restarts=5, elbow_k_max=None, pic=False)
         scores = score_embedding(x, y, config=config).metrics["all"]
         # SCAN's diagnostic, on the train split: the share of each shape's 20 nearest neighbours of its class
-        train = session.embed(Region(split="train"), name="train")
-        xt, rows_t, _ = read_embedding(ref.run_url, train.name)
-        knn20 = neighbour_agreement(xt, np.array([labels_by_row[int(r)] for r in rows_t], dtype=np.int64), 20)
+        knn20 = neighbour_agreement(*embedded(session, "train"), 20)
         metrics = session.ckpt["metrics"]
         out: dict[str, Any] = {
             "method": method,
@@ -114,7 +116,7 @@ def main() -> None:
             "train_seconds": round(float(metrics.get("train_seconds", 0.0)), 1),
             "wall_seconds": round(time.perf_counter() - t0, 1),
             "knn20_agree": round(knn20, 4),
-            "dim": emb.dim,
+            "dim": int(x.shape[1]),
             "epochs": ref.epochs,
             "supervised": is_supervised(entry),
         }
@@ -125,9 +127,7 @@ def main() -> None:
             out["own_nmi"] = round(nmi(y, x.argmax(axis=1)), 4)
             out["pretext_nmi"] = None  # a pretext trained inside the run is fine-tuned away: not scored
             if options.get("pretext_run"):
-                pre = Session(options["pretext_run"]).embed(Region(split="test"), name="test", reuse=True)
-                xp, rows_p, _ = read_embedding(pre.run_url, pre.name)
-                yp = np.array([labels_by_row[int(r)] for r in rows_p], dtype=np.int64)
+                xp, yp = embedded(Session(options["pretext_run"]), "test")
                 out["pretext_nmi"] = round(score_embedding(xp, yp, config=config).metrics["all"]["nmi"], 4)
         if session.history and "nmi_labels" in session.history[-1]:
             out["nmi_labels_last_epoch_train"] = round(session.history[-1]["nmi_labels"], 4)
