@@ -84,6 +84,17 @@ class EmbeddingScore:
     spectral: dict[str, Any] | None = None
 
 
+def _partition_scores(part: npt.NDArray[np.int64], y: npt.NDArray[Any] | None) -> dict[str, Any]:
+    """A partition beside k-means (PIC, spectral): its cluster count, largest cluster and, with labels ``y``
+    (< 0 unknown), NMI / ARI over the labelled rows."""
+    out: dict[str, Any] = {"n_clusters": int(np.unique(part).size), "largest": int(np.bincount(part).max())}
+    if y is not None:
+        known = y >= 0
+        out["nmi"] = nmi(y[known], part[known])
+        out["ari"] = ari(y[known], part[known])
+    return out
+
+
 def _split_order(splits: npt.NDArray[Any]) -> list[str]:
     present = sorted({str(s) for s in splits if s})
     return [*(s for s in ("train", "test") if s in present), "all"]
@@ -158,20 +169,12 @@ def score_embedding(
     pic_scores: dict[str, Any] | None = None
     if cfg.pic and len(feats) > 10 and model is not None:
         res = pic(model.whitened().transform(emb), l2=True)  # whitened, then rows L2-normalised
-        pic_scores = {"n_clusters": int(res.n_clusters), "largest": int(res.sizes.max())}
-        known = y >= 0
-        if labelled:
-            pic_scores["nmi"] = nmi(y[known], res.labels[known])
-            pic_scores["ari"] = ari(y[known], res.labels[known])
+        pic_scores = _partition_scores(res.labels, y if labelled else None)
 
     spectral_scores: dict[str, Any] | None = None
     if cfg.spectral and k < len(feats) <= cfg.spectral_max_items:
-        part = spectral(feats, k, seed=cfg.seed)  # the features k-means saw
-        spectral_scores = {"n_clusters": int(np.unique(part).size), "largest": int(np.bincount(part).max())}
-        if labelled:
-            known = y >= 0
-            spectral_scores["nmi"] = nmi(y[known], part[known])
-            spectral_scores["ari"] = ari(y[known], part[known])
+        part = spectral(feats, k, seed=cfg.seed)  # on the features k-means saw
+        spectral_scores = _partition_scores(part, y if labelled else None)
 
     return EmbeddingScore(
         feats=feats,
