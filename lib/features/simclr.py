@@ -4,8 +4,14 @@ Learning of Visual Representations", ICML 2020), carried to voxel grids.
 Each batch holds P shapes x K strong views (default 32 x 2). The loss is SimCLR's NT-Xent
 (pytorch-metric-learning's ``NTXentLoss``): for each view, the other views of its shape are the positives
 and every view of the other shapes in the batch a negative, ``-log( exp(s_ap / t) / sum_{n != a} exp(s_an /
-t) )`` over cosine similarities with temperature t (default 0.2). The embedding is the L2-normalised output
-of the projection head the loss trained, like ``triplet``'s.
+t) )`` over cosine similarities with temperature t (default 0.2).
+
+The embedding is the L2-normalised representation *before* the projection head (SimCLR's section 4.2: the
+layer before the head keeps more of what tells kinds apart; the projection the loss trained learns to
+ignore what the views change), with the batch-norm statistics re-estimated on the plain training grids
+after the last epoch (trained on strong views, they otherwise describe views). Measured once on ModelNet10
+(40 epochs, test split, k = 10): k-means NMI 0.529 on the projection as trained, 0.564 with the statistics
+re-estimated, 0.568 before the head with them; spectral clustering 0.584 -> 0.606.
 
 What sets it apart from ``triplet`` and instance ``softtriple`` is SCAN's observation (Van Gansbeke et al.,
 ECCV 2020) that the pretext has to see strong views, or it learns to tell shapes apart by details instead
@@ -23,10 +29,12 @@ import numpy as np
 import torch
 from pydantic import Field
 from pytorch_metric_learning import losses
+from torch import nn
 
 from lib.features.augment import StrongViewConfig, strong_views
 from lib.features.base import VoxelData
-from lib.features.metric import MetricConfig, MetricMethod
+from lib.features.metric import EmbeddingNet, MetricConfig, MetricMethod
+from lib.features.nets import l2n
 from lib.features.torchbase import cosine_lr, set_lr
 
 
@@ -57,10 +65,25 @@ class SimCLR(MetricMethod):
     def train_epoch(self, data: VoxelData, epoch: int, rng: np.random.Generator) -> dict[str, Any]:
         return self.contrastive_epoch(data, epoch, self.config.epochs, rng)
 
+    def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
+        return l2n(self.encoder()(x))
+
+    def projection_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """The L2-normalised projection the loss trained."""
+        return super().embed_batch(x)
+
+    def encoder(self) -> nn.Module:
+        model = self.nets["model"]
+        assert isinstance(model, EmbeddingNet)
+        return model.encoder
+
     def contrastive_epoch(self, data: VoxelData, epoch: int, epochs: int, rng: np.random.Generator) -> dict[str, Any]:
         """One NT-Xent epoch of ``epochs`` (the cosine schedule's length)."""
         c = self.config
         opt = self.optimizers["model"]
         set_lr(opt, cosine_lr(c.lr, epoch, epochs))
         self.train_mode(True)
-        return self.loss_epoch(self.pk_batches(data, rng), opt)
+        out = self.loss_epoch(self.pk_batches(data, rng), opt)
+        if epoch == epochs - 1:
+            self.recalibrate_batchnorm(self.nets["model"], data.grids)
+        return out

@@ -17,8 +17,10 @@ Prints a line per method as it finishes, then one final JSON line: per method ``
 ``train_seconds`` (wall time of all training steps), ``knn20_agree`` (the share of each train shape's 20
 nearest neighbours in the embedding that share its class: SCAN's diagnostic, labels used for it only) and,
 for classifiers, ``test_accuracy``; for ``scan`` also ``own_nmi`` (its heads' arg-max) and ``pretext_nmi``
-(k-means NMI of the pretext run it started from, scored the same way; null when it trained its own).
-``scan`` trains its own pretext unless given a finished one: ``--set 'scan.pretext_run="<store>/runs/..."'``.
+(k-means NMI of the pretext run it started from, scored the same way; null when it trained its own) and
+``pretext_train_seconds`` (that run's training, not in the row's ``train_seconds``). The ``scan`` rows start
+from the table's ``simclr`` row (trained first when needed) unless given another finished pretext run:
+``--set 'scan.pretext_run="<store>/runs/..."'``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from lib.voxels.store import VoxelStore  # noqa: E402
 # The CPU budget of each method on 2 cores: lib.compare's "quality" preset (the method's defaults, epochs:
 # voxnet 30, autoencoder 15, deepcluster 30, triplet 8, softtriple 8, plus the options written there).
 BUDGETS: dict[str, tuple[str, dict[str, Any]]] = {e.name: (e.method, dict(e.options)) for e in PRESETS["quality"]}
+PRETEXT_ROW = "simclr"  # where the scan rows start from, unless given a pretext_run
 
 
 def main() -> None:
@@ -83,25 +86,33 @@ def main() -> None:
         x, rows, _ = read_embedding(emb.run_url, emb.name)
         return x, np.array([labels_by_row[int(r)] for r in rows], dtype=np.int64)
 
-    results: dict[str, dict[str, Any]] = {}
-    for row in args.methods.split(","):
+    def request(row: str) -> tuple[MethodEntry, RunRequest]:
+        """A row's run: its budget, the overrides, and for ``scan`` rows without a ``pretext_run`` the table's
+        simclr row (trained first when it is not finished yet), so that ``pretext_nmi`` scores what it began with."""
         method, options = BUDGETS[row]
         assert method in METHODS
         options = {"seed": args.seed, **options, **overrides.get(row, {})}
-        t0 = time.perf_counter()
-        # Runs live where `voxclust compare --preset quality` looks for them, so its report reuses them.
+        if METHODS[method].assigns and "pretext_run" not in options:
+            _, pretext = request(PRETEXT_ROW)
+            options["pretext_run"] = train_run(create_run(pretext)).ref.run_url
         entry = MethodEntry(name=row, method=method, options=options)
-        run_url = run_url_for(store_url, entry)
-        ref = create_run(
-            RunRequest(
-                method=method,
-                data_url=store_url,
-                options=options,
-                region=Region(split="train"),
-                run_url=run_url,
-                device="auto",
-            )
+        # Runs live where `voxclust compare --preset quality` looks for them, so its report reuses them.
+        run = RunRequest(
+            method=method,
+            data_url=store_url,
+            options=options,
+            region=Region(split="train"),
+            run_url=run_url_for(store_url, entry),
+            device="auto",
         )
+        return entry, run
+
+    results: dict[str, dict[str, Any]] = {}
+    for row in args.methods.split(","):
+        t0 = time.perf_counter()
+        entry, run = request(row)
+        method, options = entry.method, entry.options
+        ref = create_run(run)
         session = train_run(ref, on_epoch=lambda e, row=row: print(row, _brief(e), file=sys.stderr, flush=True))
         x, y = embedded(session, "test")
         # k-means (the table's ``nmi``) and spectral clustering on the k-NN graph of the same features
@@ -131,8 +142,10 @@ def main() -> None:
             out["own_nmi"] = round(nmi(y, x.argmax(axis=1)), 4)
             out["pretext_nmi"] = None  # a pretext trained inside the run is fine-tuned away: not scored
             if options.get("pretext_run"):
-                xp, yp = embedded(Session(options["pretext_run"]), "test")
+                pretext = Session(options["pretext_run"])
+                xp, yp = embedded(pretext, "test")
                 out["pretext_nmi"] = round(score_embedding(xp, yp, config=config).metrics["all"]["nmi"], 4)
+                out["pretext_train_seconds"] = round(float(pretext.ckpt["metrics"].get("train_seconds", 0.0)), 1)
         if session.history and "nmi_labels" in session.history[-1]:
             out["nmi_labels_last_epoch_train"] = round(session.history[-1]["nmi_labels"], 4)
         results[row] = out

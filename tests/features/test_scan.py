@@ -13,7 +13,7 @@ from lib.evaluation.metrics import nmi
 from lib.evaluation.neighbours import nearest_neighbours
 from lib.features.base import MethodError
 from lib.features.runs import RunRequest, Session, create_run, train_run
-from lib.features.scan import confident_targets, mine_neighbours, scan_loss
+from lib.features.scan import balanced_pseudo_labels, class_weights, mine_neighbours, scan_loss
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -44,7 +44,7 @@ def test_mined_neighbours_are_the_cosine_nearest_others() -> None:
         mine_neighbours(x[:5], 5)
 
 
-def test_self_labelling_keeps_only_confident_rows() -> None:
+def test_self_labelling_keeps_only_confident_rows_balanced_over_clusters() -> None:
     probs = torch.tensor(
         [
             [0.95, 0.03, 0.02],
@@ -52,15 +52,18 @@ def test_self_labelling_keeps_only_confident_rows() -> None:
             [0.02, 0.97, 0.01],
             [0.91, 0.05, 0.04],
             [0.34, 0.33, 0.33],
+            [0.99, 0.005, 0.005],
         ]
     )
-    mask, target, weights = confident_targets(probs, 0.9)
-    assert mask.tolist() == [True, False, True, True, False]
-    assert target[mask].tolist() == [0, 1, 0]
-    # class-balanced: class 0 has 2 of 3 confident rows, class 1 has 1, class 2 none
-    assert weights.tolist() == pytest.approx([3 / (2 * 2), 3 / (2 * 1), 0.0])
-    none, _, w = confident_targets(probs, 0.99)
-    assert not none.any() and float(w.sum()) == 0.0
+    rows, target = balanced_pseudo_labels(probs, 0.9, per_cluster=5)
+    assert rows.tolist() == [0, 2, 3, 5] and target.tolist() == [0, 1, 0, 0]  # confident rows only
+    rows, target = balanced_pseudo_labels(probs, 0.9, per_cluster=2)
+    assert rows.tolist() == [0, 2, 5] and target.tolist() == [0, 1, 0]  # cluster 0's two most confident
+    none, _ = balanced_pseudo_labels(probs, 0.999, per_cluster=5)
+    assert len(none) == 0
+    # class-balanced weights: class 0 has 2 of 3 rows, class 1 has 1, class 2 none
+    assert class_weights(torch.tensor([0, 1, 0]), 3).tolist() == pytest.approx([3 / (2 * 2), 3 / (2 * 1), 0.0])
+    assert float(class_weights(torch.zeros(0, dtype=torch.int64), 3).sum()) == 0.0
 
 
 def test_a_scan_head_recovers_separable_blobs() -> None:
@@ -109,7 +112,7 @@ def test_phases_neighbours_and_own_assignment(tiny_store: str, tmp_path: Path) -
     assert [h["phase"] for h in hist] == [0, 1, 1, 2]
     assert "knn_agree" in hist[1] and 0.0 <= hist[1]["knn_agree"] <= 1.0  # diagnostic, labelled store
     assert "knn_agree" not in hist[2]  # mined once
-    assert 0 <= hist[2]["head"] < 3 and 0.0 <= hist[3]["confident_share"] <= 1.0
+    assert 0 <= hist[2]["head"] < 3 and 0 <= hist[3]["pseudo_labelled"] <= len(s.data)
     emb = s.embed()
     x = np.asarray(Session(ref.run_url).method.embed(s.data.grids))
     assert x.shape == (len(s.data), 3)  # k = the store's 3 classes
