@@ -10,9 +10,10 @@ checkpoint), ``pretext_epochs + epochs + selflabel_epochs`` in all:
    simclr, triplet or instance-softtriple run of the same store, with the same network sizes) the run starts
    from that network instead and trains no pretext itself.
 2. **Neighbours** (the prepare step of the first SCAN epoch): every training grid embedded by the pretext
-   (the L2-normalised projection), its ``neighbours`` nearest others by cosine similarity (faiss, exact
-   inner-product search), mined once. Logged: the share of neighbours with the anchor's label when the store
-   has labels (a diagnostic only, never used for training; SCAN's tutorial reads about 0.7 as good enough).
+   (the L2-normalised projection; or by the finished run ``neighbours_run``, any method's, when given), its
+   ``neighbours`` nearest others by cosine similarity (faiss, exact inner-product search), mined once.
+   Logged: the share of neighbours with the anchor's label when the store has labels (a diagnostic only,
+   never used for training; SCAN's tutorial reads about 0.7 as good enough).
 3. **SCAN step** (``epochs``): ``heads`` linear cluster heads on the pretext backbone (fine-tuned unless
    ``head_only``), each trained with the SCAN loss on a strongly augmented anchor and one of its neighbours
    drawn at random: ``-mean log <p_a, p_n> - entropy_weight * H(mean p_a)`` (consistency of neighbours, plus
@@ -66,6 +67,9 @@ class ScanConfig(SimCLRConfig):
     pretext_epochs: int = Field(60, ge=0, description="epochs of the simclr pretext, trained first")
     pretext_run: str | None = Field(
         None, description="a finished simclr / triplet / instance-softtriple run of the same store to start from"
+    )
+    neighbours_run: str | None = Field(
+        None, description="a finished run of the same store (any method) to mine neighbours in (default: the pretext)"
     )
     selflabel_epochs: int = Field(5, ge=0, description="epochs of self-labelling after the SCAN step")
     k: int | None = Field(None, ge=2, description="clusters (default: the store's classes, else 10)")
@@ -159,6 +163,24 @@ def pretext_network(config: ScanConfig, data_url: str | None = None) -> dict[str
     return state
 
 
+def check_neighbours_run(run_url: str, data_url: str | None = None) -> None:
+    """That ``run_url`` is a finished run (of the store ``data_url`` when given)."""
+    from lib.features.runs import finished_run
+
+    try:
+        finished_run(run_url, data_url)
+    except FileNotFoundError:
+        raise MethodError(f"scan: neighbours run {run_url}: not found") from None
+
+
+def neighbour_run_embedding(run_url: str, grids: np.ndarray) -> np.ndarray:
+    """The embedding of ``grids`` by the finished run ``run_url``."""
+    from lib.features.runs import Session
+
+    check_neighbours_run(run_url)
+    return Session(run_url).method.embed(grids)
+
+
 def cluster_count(config: ScanConfig, n_classes: int) -> int:
     """``k``, else the store's classes when it has at least 2, else 10."""
     return config.k or (n_classes if n_classes >= 2 else 10)
@@ -181,6 +203,8 @@ class ScanMethod(SimCLR):
         assert isinstance(config, ScanConfig)
         if config.pretext_run is not None:
             pretext_network(config, data_url)
+        if config.neighbours_run is not None:
+            check_neighbours_run(config.neighbours_run, data_url)
 
     @classmethod
     def check(cls, config: MethodConfig, data: VoxelData) -> None:
@@ -247,7 +271,11 @@ class ScanMethod(SimCLR):
         if self.config.pretext_run is not None:  # the engine prepares this epoch once; then it is in our checkpoint
             self.nets["model"].load_state_dict(pretext_network(self.config))
         self.recalibrate_batchnorm(self.nets["model"], data.grids)  # statistics of the grids, not of views
-        self.neighbours = torch.from_numpy(mine_neighbours(self.pretext_embedding(data.grids), self.config.neighbours))
+        if self.config.neighbours_run is not None:
+            features = neighbour_run_embedding(self.config.neighbours_run, data.grids)
+        else:
+            features = self.pretext_embedding(data.grids)
+        self.neighbours = torch.from_numpy(mine_neighbours(features, self.config.neighbours))
         logged: dict[str, Any] = {"neighbours": self.config.neighbours}
         known = data.labels >= 0
         if known.all() and len(data):  # a diagnostic only: never used for training

@@ -196,3 +196,28 @@ def test_batchnorm_is_recalibrated_on_the_plain_grids(tiny_store: str, tmp_path:
     with torch.no_grad():
         want = conv(m.input(grids)).mean(dim=(0, 2, 3, 4))
     torch.testing.assert_close(first_bn.running_mean, want, rtol=1e-4, atol=1e-5)
+
+
+def test_neighbours_mined_in_another_finished_run(tiny_store: str, unlabelled_store: str, tmp_path: Path) -> None:
+    raw = str(tmp_path / "raw")
+    train_run(create_run(RunRequest(method="raw", data_url=tiny_store, run_url=raw)))
+    options = {**TINY, "pretext_epochs": 0, "neighbours_run": raw}
+    ref = create_run(RunRequest(method="scan", data_url=tiny_store, options=options, run_url=str(tmp_path / "s")))
+    s = Session(ref.run_url)
+    s.prepare(0)  # the first SCAN epoch mines the neighbours
+    want = mine_neighbours(Session(raw).method.embed(s.data.grids), TINY["neighbours"])
+    np.testing.assert_array_equal(s.method.neighbours.numpy(), want)
+
+    def scan_with(run: str, store: str = tiny_store) -> None:
+        options = {**TINY, "neighbours_run": run, "k": 3}
+        create_run(RunRequest(method="scan", data_url=store, options=options, run_url=str(tmp_path / "x")))
+
+    with pytest.raises(MethodError, match="not a voxclust run"):
+        scan_with(str(tmp_path / "nothing"))
+    unfinished = str(tmp_path / "unfinished")
+    create_run(RunRequest(method="simclr", data_url=tiny_store, options={**PRETEXT, "epochs": 2}, run_url=unfinished))
+    with pytest.raises(MethodError, match="unfinished"):
+        scan_with(unfinished)
+    with pytest.raises(MethodError, match="another store"):
+        scan_with(raw, store=unlabelled_store)
+    assert not (tmp_path / "x" / "run.json").exists()
