@@ -20,7 +20,7 @@ for classifiers, ``test_accuracy``; for ``scan`` also ``own_nmi`` (its heads' ar
 (k-means NMI of the pretext run it started from, scored the same way; null when it trained its own) and
 ``pretext_train_seconds`` (that run's training, not in the row's ``train_seconds``). The ``scan`` rows start
 from the table's ``simclr`` row (trained first when needed) unless given another finished pretext run:
-``--set 'scan.pretext_run="<store>/runs/..."'``.
+``--set 'scan.pretext_run="<store>/runs/..."'`` (or ``"@<row>"``: that row's run).
 """
 
 from __future__ import annotations
@@ -51,13 +51,24 @@ from lib.voxels.store import VoxelStore  # noqa: E402
 # The CPU budget of each method on 2 cores: lib.compare's "quality" preset (the method's defaults, epochs:
 # voxnet 30, autoencoder 15, deepcluster 30, triplet 8, softtriple 8, plus the options written there).
 BUDGETS: dict[str, tuple[str, dict[str, Any]]] = {e.name: (e.method, dict(e.options)) for e in PRESETS["quality"]}
-PRETEXT_ROW = "simclr"  # where the scan rows start from, unless given a pretext_run
+# Here the scan rows start from the table's simclr row ("@simclr": that row's run) instead of a pretext of
+# their own, so that pretext_nmi scores what they began with; scan_ae_neighbours mines its neighbours in the
+# autoencoder row's embedding (the best top-20 neighbour agreement of the unsupervised rows).
+ROWS: dict[str, tuple[str, dict[str, Any]]] = {
+    **BUDGETS,
+    "scan": ("scan", {**BUDGETS["scan"][1], "pretext_run": "@simclr"}),
+    "scan_selflabel": ("scan", {**BUDGETS["scan_selflabel"][1], "pretext_run": "@simclr"}),
+    "scan_ae_neighbours": (
+        "scan",
+        {**BUDGETS["scan_selflabel"][1], "pretext_run": "@simclr", "neighbours_run": "@autoencoder"},
+    ),
+}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="npz with X_train, y_train, X_test, y_test")
-    ap.add_argument("--methods", default=",".join(BUDGETS), help="comma-separated rows of the table")
+    ap.add_argument("--methods", default=",".join(ROWS), help="comma-separated rows of the table")
     ap.add_argument("--set", action="append", default=[], help="override: row.option=value (JSON value)")
     ap.add_argument("--work", default=None, help="folder for the store (default: a temporary one)")
     ap.add_argument("--store", default=None, help="an existing store of the same data: its finished runs are reused")
@@ -87,14 +98,14 @@ def main() -> None:
         return x, np.array([labels_by_row[int(r)] for r in rows], dtype=np.int64)
 
     def request(row: str) -> tuple[MethodEntry, RunRequest]:
-        """A row's run: its budget, the overrides, and for ``scan`` rows without a ``pretext_run`` the table's
-        simclr row (trained first when it is not finished yet), so that ``pretext_nmi`` scores what it began with."""
-        method, options = BUDGETS[row]
+        """A row's run: its budget and the overrides; an option ``"@<row>"`` (``pretext_run``,
+        ``neighbours_run``) names that row's run in this store, trained first when it is not finished yet."""
+        method, options = ROWS[row]
         assert method in METHODS
         options = {"seed": args.seed, **options, **overrides.get(row, {})}
-        if METHODS[method].assigns and "pretext_run" not in options:
-            _, pretext = request(PRETEXT_ROW)
-            options["pretext_run"] = train_run(create_run(pretext)).ref.run_url
+        for key, value in options.items():
+            if isinstance(value, str) and value.startswith("@"):
+                options[key] = train_run(create_run(request(value[1:])[1])).ref.run_url
         entry = MethodEntry(name=row, method=method, options=options)
         # Runs live where `voxclust compare --preset quality` looks for them, so its report reuses them.
         run = RunRequest(
