@@ -22,12 +22,13 @@ from flows.features import train_features
 from lib.compare.evaluate import failed_record
 from lib.compare.publish import new_report_url
 from lib.compare.records import MethodResult
-from lib.compare.rows import CompareConfig, MethodEntry, default_entries, run_url_for
+from lib.compare.rows import CompareConfig, MethodEntry, default_entries, run_url_for, seeded_entry
+from lib.compare.spread import combine_seeds
 from lib.features.base import MethodError
 from lib.features.runs import Region, RunRequest
 from lib.progress import emit
 from lib.report.markdown import render_markdown
-from lib.report.table import rounded_rows, table_rows
+from lib.report.table import rounded_rows, table_rows, verdict_text
 from lib.settings import settings
 from lib.storage import open_storage
 from lib.threads import cpu_share
@@ -84,70 +85,99 @@ def _train(entry: MethodEntry, data_url: str, run_url: str, device: str) -> str 
     return None if state.is_completed() else str(state.result(raise_on_failure=False))
 
 
-def _train_one_by_one(
-    data_url: str, entries: list[MethodEntry], out_url: str, cfg: CompareConfig, device: str, train: bool
-) -> list[MethodResult]:
-    log = get_run_logger()
-    records: list[MethodResult] = []
-    for i, entry in enumerate(entries):
-        emit("compare methods", i, len(entries))
+Jobs = list[list[MethodEntry]]  # per row, the entry of each seed's run (seeded_entry)
+
+
+def _jobs(entries: list[MethodEntry], seeds: int) -> Jobs:
+    def row(entry: MethodEntry) -> list[MethodEntry]:
         try:
-            run_url = run_url_for(data_url, entry)
-        except MethodError as exc:
-            records.append(failed_record(entry, str(exc)))
-            continue
-        if train:
-            error = _train(entry, data_url, run_url, device)
-            if error is not None:
-                records.append(failed_record(entry, f"training failed: {error}", run_url))
-                log.warning("%s: training failed: %s", entry.name, error)
+            return [seeded_entry(entry, i) for i in range(seeds)]
+        except MethodError:  # an unknown method: its one record says so
+            return [entry]
+
+    return [row(e) for e in entries]
+
+
+def _train_one_by_one(
+    data_url: str, jobs: Jobs, out_url: str, cfg: CompareConfig, device: str, train: bool
+) -> list[list[MethodResult]]:
+    log = get_run_logger()
+    trained: dict[str, str | None] = {}  # run URL -> why its training failed (None: it finished)
+    records: list[list[MethodResult]] = []
+    for r, seeded in enumerate(jobs):
+        emit("compare methods", r, len(jobs))
+        row: list[MethodResult] = []
+        for i, entry in enumerate(seeded):
+            try:
+                run_url = run_url_for(data_url, entry)
+            except MethodError as exc:
+                row.append(failed_record(entry, str(exc)))
                 continue
-        rec = evaluate_method(data_url, entry, run_url, out_url, cfg)
-        if not rec.ok:
-            log.warning("%s: %s", entry.name, rec.error)
-        records.append(rec)
+            if train:
+                if run_url not in trained:  # a method that does not train has one run for all its seeds
+                    trained[run_url] = _train(entry, data_url, run_url, device)
+                error = trained[run_url]
+                if error is not None:
+                    row.append(failed_record(entry, f"training failed: {error}", run_url))
+                    log.warning("%s: training failed: %s", entry.name, error)
+                    continue
+            rec = evaluate_method(data_url, entry, run_url, out_url, cfg, None, i)
+            if not rec.ok:
+                log.warning("%s: %s", entry.name, rec.error)
+            row.append(rec)
+        records.append(row)
     return records
 
 
 def _train_side_by_side(
-    data_url: str, entries: list[MethodEntry], out_url: str, cfg: CompareConfig, device: str, workers: int
-) -> list[MethodResult]:
-    """Every training as a task on the flow's task runner (queued in ``entries`` order), each method's
-    evaluation submitted when its training ends; records in ``entries`` order."""
+    data_url: str, jobs: Jobs, out_url: str, cfg: CompareConfig, device: str, workers: int
+) -> list[list[MethodResult]]:
+    """Every training as a task on the flow's task runner (queued seed by seed, rows in order), each run's
+    evaluations submitted when its training ends; records in ``jobs`` order."""
     log = get_run_logger()
     threads = settings().train_threads or cpu_share(workers)
-    log.info("training up to %d methods side by side, %d CPU thread(s) each", workers, threads)
-    by_name = {e.name: e for e in entries}
-    records: dict[str, MethodResult] = {}
-    trainings: dict[PrefectFuture[Any], tuple[MethodEntry, str]] = {}
-    for entry in entries:
-        try:
-            run_url = run_url_for(data_url, entry)
-        except MethodError as exc:
-            records[entry.name] = failed_record(entry, str(exc))
-            continue
+    log.info("training up to %d runs side by side, %d CPU thread(s) each", workers, threads)
+    records: dict[tuple[int, int], MethodResult] = {}
+    waiting: dict[str, list[tuple[int, int, MethodEntry]]] = {}  # run URL -> the jobs that score it
+    for i in range(max(len(seeded) for seeded in jobs) if jobs else 0):
+        for r, seeded in enumerate(jobs):
+            if i >= len(seeded):
+                continue
+            try:
+                run_url = run_url_for(data_url, seeded[i])
+            except MethodError as exc:
+                records[r, i] = failed_record(seeded[i], str(exc))
+                continue
+            waiting.setdefault(run_url, []).append((r, i, seeded[i]))
+    trainings: dict[PrefectFuture[Any], str] = {}
+    for run_url, scored in waiting.items():
+        entry = scored[0][2]
         request = _request(entry, data_url, run_url, device)
-        fut = train_method.with_options(task_run_name=f"train-{entry.name}").submit(request, threads)
-        trainings[fut] = (entry, run_url)
-    evaluations: dict[str, PrefectFuture[Any]] = {}
+        index = scored[0][1]
+        name = f"train-{entry.name}" + (f"-seed{entry.options.get('seed')}" if index else "")
+        fut = train_method.with_options(task_run_name=name).submit(request, threads)
+        trainings[fut] = run_url
+    evaluations: dict[tuple[int, int], PrefectFuture[Any]] = {}
     for fut in as_completed(list(trainings)):
-        entry, run_url = trainings[fut]
+        run_url = trainings[fut]
         try:
             fut.result()
         except Exception as exc:  # the task's own error (after its retries)
-            records[entry.name] = failed_record(entry, f"training failed: {exc}", run_url)
-            log.warning("%s: training failed: %s", entry.name, exc)
+            for r, i, entry in waiting[run_url]:
+                records[r, i] = failed_record(entry, f"training failed: {exc}", run_url)
+            log.warning("%s: training failed: %s", waiting[run_url][0][2].name, exc)
             continue
-        emit("compare methods", len(evaluations), len(entries))
-        evaluations[entry.name] = evaluate_method.submit(data_url, entry, run_url, out_url, cfg, threads)
-    for name, ev in evaluations.items():
+        for r, i, entry in waiting[run_url]:
+            evaluations[r, i] = evaluate_method.submit(data_url, entry, run_url, out_url, cfg, threads, i)
+        emit("compare methods", len(evaluations), sum(len(s) for s in jobs))
+    for (r, i), ev in evaluations.items():
         try:
-            records[name] = ev.result()
+            records[r, i] = ev.result()
         except Exception as exc:
-            records[name] = failed_record(by_name[name], f"evaluation failed: {exc}")
-        if not records[name].ok:
-            log.warning("%s: %s", name, records[name].error)
-    return [records[e.name] for e in entries]
+            records[r, i] = failed_record(jobs[r][i], f"evaluation failed: {exc}")
+        if not records[r, i].ok:
+            log.warning("%s: %s", jobs[r][i].name, records[r, i].error)
+    return [[records[r, i] for i in range(len(seeded))] for r, seeded in enumerate(jobs)]
 
 
 @flow(name="compare-methods")
@@ -178,10 +208,12 @@ def compare_methods(
     entries = methods or default_entries()
     out_url = report_url or new_report_url(data_url)
     workers = train_workers or settings().train_workers
+    jobs = _jobs(entries, cfg.seeds)
     if train and workers > 1 and train_deployment() is None:
-        records = _train_side_by_side(data_url, entries, out_url, cfg, device, workers)
+        seeded = _train_side_by_side(data_url, jobs, out_url, cfg, device, workers)
     else:
-        records = _train_one_by_one(data_url, entries, out_url, cfg, device, train)
+        seeded = _train_one_by_one(data_url, jobs, out_url, cfg, device, train)
+    records = combine_seeds(seeded)
 
     emit("compare methods", len(entries), len(entries))
     result = publish(data_url, out_url, records, cfg)
@@ -204,6 +236,9 @@ def compare_methods(
         "html_url": result["html_url"],
         "csv_url": result["csv_url"],
         "best_method": rep["best_method"],
+        "best_methods": rep["best_methods"],
+        "verdict": verdict_text(rep),
+        "seeds": rep["seeds"],
         "scored_split": rep["scored_split"],
         "n_items": rep["n_items"],
         "rows": rows,

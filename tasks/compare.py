@@ -16,12 +16,18 @@ from lib.threads import limit_threads
 
 @task(name="evaluate-method", tags=["gpu"], retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def evaluate_method(
-    data_url: str, entry: MethodEntry, run_url: str, out_url: str, config: CompareConfig, threads: int | None = None
+    data_url: str,
+    entry: MethodEntry,
+    run_url: str,
+    out_url: str,
+    config: CompareConfig,
+    threads: int | None = None,
+    index: int = 0,
 ) -> MethodResult:
-    """Embed (when stale), cluster, score and draw one method, with at most ``threads`` CPU threads; returns
-    its report record."""
+    """Embed (when stale), cluster, score and draw one method (its ``index``-th seed's run: scored only when
+    above 0), with at most ``threads`` CPU threads; returns its report record."""
     with limit_threads(threads):
-        return evaluate.evaluate_method(data_url, entry, run_url, out_url, config)
+        return evaluate.evaluate_method(data_url, entry, run_url, out_url, config, index)
 
 
 @task(name="publish-report", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)

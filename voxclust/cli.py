@@ -434,7 +434,7 @@ def _print_report(result: dict[str, Any], as_json: bool) -> None:
         out.print(f"NMI, ARI, ACC: {scored}")
     best = result.get("best_method")
     if best:
-        out.print(f"best unsupervised method: [bold]{best}[/bold]")
+        out.print(f"best unsupervised method: [bold]{result.get('verdict') or best}[/bold]", soft_wrap=True)
         capture = next((r.get("capture_nmi") for r in result["rows"] if r["name"] == best), None)
         if capture is not None:
             out.print(f"its clusters vs capture (mesh / cloud / grid): NMI {capture:.2f} (0 = independent)")
@@ -446,6 +446,12 @@ Methods = Annotated[
 ]
 Preset = Annotated[str | None, typer.Option(help="method set: default (every method, its defaults), quality, demo")]
 K = Annotated[int | None, typer.Option("--k", min=2, help="clusters (default: classes when labelled, else the knee)")]
+Seeds = Annotated[
+    int | None,
+    typer.Option(
+        "--seeds", min=1, max=20, help="training runs per row, seeds 0..N-1: the report gives their spread (default 1)"
+    ),
+]
 
 
 @app.command()
@@ -457,6 +463,7 @@ def compare(
         list[str] | None, typer.Option("--set", help="row.option=value (JSON value), e.g. voxnet.epochs=5; repeatable")
     ] = None,
     k: K = None,
+    seeds: Seeds = None,
     tsne: Annotated[bool, typer.Option(help="draw t-SNE maps")] = True,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N")] = "auto",
     train_workers: Annotated[
@@ -480,7 +487,8 @@ def compare(
         data_url = _store_url(data_url)
         VoxelStore.open(data_url)  # a missing store fails here, before anything starts
         with prefect_api(), progress_bars(not as_json):
-            result = run_compare(data_url, entries, CompareConfig(k=k, tsne=tsne), device, train_workers, dask_address)
+            config = CompareConfig(k=k, tsne=tsne, **({"seeds": seeds} if seeds else {}))
+            result = run_compare(data_url, entries, config, device, train_workers, dask_address)
         _print_report(result, as_json)
 
 
@@ -490,6 +498,7 @@ def report(
     methods: Methods = None,
     preset: Preset = None,
     k: K = None,
+    seeds: Seeds = None,
     tsne: Annotated[bool, typer.Option(help="draw t-SNE maps")] = True,
     as_json: AsJson = False,
 ) -> None:
@@ -504,7 +513,8 @@ def report(
         data_url = _store_url(data_url)
         entries = _compare_entries(methods, preset, []) if methods or preset else discover_entries(data_url)
         with prefect_api(), progress_bars(not as_json):
-            result = compare_methods(data_url, entries, CompareConfig(k=k, tsne=tsne), False)
+            config = CompareConfig(k=k, tsne=tsne, **({"seeds": seeds} if seeds else {}))
+            result = compare_methods(data_url, entries, config, False)
         _print_report(result, as_json)
 
 

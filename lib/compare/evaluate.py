@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from lib.compare.figures import FigureInputs, method_images
-from lib.compare.records import MethodResult
-from lib.compare.rows import CompareConfig, CompareError, MethodEntry, is_supervised
+from lib.compare.records import MethodResult, SplitMetrics
+from lib.compare.rows import CompareConfig, CompareError, MethodEntry, entry_seed, is_supervised
 from lib.evaluation.inputs import ClusterError
 from lib.evaluation.metrics import cluster_summary, nmi
-from lib.evaluation.score import ScoreError, score_embedding
+from lib.evaluation.score import EmbeddingScore, ScoreError, label_scores, score_embedding
 from lib.features.base import MethodError
 from lib.features.registry import get_method
 from lib.storage import Storage, open_storage
@@ -44,29 +44,76 @@ def failed_record(entry: MethodEntry, error: str, run_url: str | None = None) ->
 
 
 def evaluate_method(
-    data_url: str, entry: MethodEntry, run_url: str, out_url: str, config: CompareConfig | None = None
+    data_url: str,
+    entry: MethodEntry,
+    run_url: str,
+    out_url: str,
+    config: CompareConfig | None = None,
+    index: int = 0,
 ) -> MethodResult:
     """Cluster, score and draw one method's embedding of every stored item; images and the assignment go to
-    ``out_url``. Returns the method's report record (a failed record on bad embeddings or too few items)."""
+    ``out_url``. Returns the method's report record (a failed record on bad embeddings or too few items).
+
+    ``index`` > 0: the row's ``index``-th seeded run (``entry`` is its seeded entry), scored only (k-means with
+    the comparison's seed + ``index``, no pictures, no other partitions): one more point of the row's spread."""
     cfg = config or CompareConfig()
     try:
+        if index > 0:
+            return _score_only(data_url, entry, run_url, cfg, index)
         return _evaluate(data_url, entry, run_url, open_storage(out_url), cfg)
     except (MethodError, ClusterError, CompareError) as exc:
         return failed_record(entry, str(exc), run_url)
 
 
-def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg: CompareConfig) -> MethodResult:
-    x, rows, attrs = ensure_embedding(run_url)
+def _stored(data_url: str, rows: np.ndarray) -> tuple[VoxelStore, np.ndarray, np.ndarray]:
+    """The store, and the label (-1: none) and split of each embedded row."""
     store = VoxelStore.open(data_url)
-    m = store.manifest()
-    by_row = {r["row"]: r for r in m.items}
+    by_row = {r["row"]: r for r in store.manifest().items}
     labels = np.array([-1 if by_row[int(r)]["label"] is None else by_row[int(r)]["label"] for r in rows], np.int64)
     splits = np.array([by_row[int(r)]["split"] or "" for r in rows], dtype=object)
+    return store, labels, splits
+
+
+def _score(
+    entry: MethodEntry, x: np.ndarray, labels: np.ndarray, splits: np.ndarray, cfg: CompareConfig, n_classes: int
+) -> EmbeddingScore:
     try:
-        score = score_embedding(x, labels, splits, cfg, n_classes=len(m.classes))
+        return score_embedding(x, labels, splits, cfg, n_classes=n_classes)
     except ScoreError as exc:  # too few items, NaN/inf or k too large: name the method
         raise CompareError(f"{entry.name}: {exc}") from exc
+
+
+def _score_only(data_url: str, entry: MethodEntry, run_url: str, cfg: CompareConfig, index: int) -> MethodResult:
+    x, rows, attrs = ensure_embedding(run_url)
+    store, labels, splits = _stored(data_url, rows)
+    light = cfg.model_copy(update={"seed": cfg.seed + index, "elbow_k_max": None, "pic": False, "spectral": False})
+    score = _score(entry, x, labels, splits, light, len(store.manifest().classes))
+    return MethodResult(
+        name=entry.name,
+        method=entry.method,
+        options=entry.options,
+        supervised=is_supervised(entry),
+        status="ok",
+        dim=int(x.shape[1]),
+        n_items=len(x),
+        k=score.k,
+        train_seconds=_num(dict(attrs.get("metrics") or {}).get("train_seconds")),
+        metrics={split: SplitMetrics.model_validate(v) for split, v in score.metrics.items()},
+        scored_split=score.scored_split,
+        run_url=run_url,
+        seed=entry_seed(entry),
+    )
+
+
+def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg: CompareConfig) -> MethodResult:
+    x, rows, attrs = ensure_embedding(run_url)
+    store, labels, splits = _stored(data_url, rows)
+    m = store.manifest()
+    by_row = {r["row"]: r for r in m.items}
+    score = _score(entry, x, labels, splits, cfg, len(m.classes))
     k, km, sweep = score.k, score.kmeans, score.elbow
+    trials = [cfg.seed + j for j in range(cfg.restart_trials)]  # k-means seeds alone, on this one embedding
+    restarts = label_scores(score, labels, splits, trials, cfg.restarts)
     metrics, scored = score.metrics, score.scored_split
     assign = km.labels
     own = None
@@ -119,6 +166,13 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
             "run_url": run_url,
             "assignments_url": f"{out.url}/{assignments_key}",
             "history": _light_history(history),
+            "seed": entry_seed(entry),
+            "spread": {
+                "seeds": [entry_seed(entry) or 0],
+                **{key: [metrics.get(scored, {}).get(key)] for key in ("nmi", "ari", "acc")},
+                "restart_seeds": trials,
+                "restart_nmi": [r["nmi"] for r in restarts],
+            },
         }
     )
 

@@ -12,7 +12,7 @@ from lib.compare.records import REPORT_JSON, MethodResult, Report
 from lib.compare.rows import CompareConfig, CompareError
 from lib.report import plots
 from lib.report.html import render_html
-from lib.report.table import best_method
+from lib.report.table import best_method, best_methods
 from lib.storage import Storage, open_storage
 from lib.voxels.store import VoxelStore
 
@@ -71,9 +71,11 @@ def publish(
         config=cfg.model_dump(mode="json"),
         images=shared,
         methods=records,
+        seeds=cfg.seeds,
     )
     doc = rep.model_dump(mode="json")
     doc["best_method"] = rep.best_method = best_method(doc)
+    doc["best_methods"] = rep.best_methods = best_methods(doc)
 
     images: dict[str, bytes] = {}
     for name in [*shared.values(), *(v for r in records for v in r.images.values())]:

@@ -51,6 +51,20 @@ class PartitionSummary(_Record):
     ari: float | None = None
 
 
+class Spread(_Record):
+    """How a row's scores move, on the scored split: over its training seeds (one run each, each embedding
+    clustered with its own k-means seed: ``seeds[i]`` trains, the comparison's seed + i clusters), and over
+    k-means restarts alone (``restart_seeds``) on the first seed's embedding. A method that does not train
+    (raw voxels) has one embedding: its seeds differ in the k-means seed only."""
+
+    seeds: list[int]
+    nmi: list[float | None]
+    ari: list[float | None]
+    acc: list[float | None]
+    restart_seeds: list[int] = Field(default_factory=list)
+    restart_nmi: list[float | None] = Field(default_factory=list)
+
+
 class MethodResult(_Record):
     """One row of a comparison: what was compared, how it went, its scores and where its pictures are."""
 
@@ -81,6 +95,8 @@ class MethodResult(_Record):
     run_url: str | None = None
     assignments_url: str | None = None
     history: list[dict[str, int | float]] = Field(default_factory=list)  # per-epoch scalars
+    seed: int | None = None  # the training seed of this record's run
+    spread: Spread | None = None  # over the row's seeds (the record itself is the first seed's)
 
     @field_validator("train_seconds", mode="before")
     @classmethod
@@ -120,7 +136,9 @@ class Report(_Record):
     config: dict[str, Any] = Field(default_factory=dict)  # the CompareConfig used
     images: dict[str, str] = Field(default_factory=dict)  # elbow, loss, deepcluster_nmi -> file name
     methods: list[MethodResult]
+    seeds: int = 1  # training runs per row
     best_method: str | None = None
+    best_methods: list[str] = Field(default_factory=list)  # the best and every method within noise of it
 
 
 def read_report(storage: Storage) -> Report:

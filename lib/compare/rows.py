@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lib.errors import VoxclustError
 from lib.evaluation.score import ScoreConfig
 from lib.features.base import MethodError
+from lib.settings import settings
 from lib.storage import open_storage
 
 
@@ -44,6 +45,15 @@ class CompareConfig(ScoreConfig):
     tsne: bool = Field(True, description="draw t-SNE maps")
     tsne_max_points: int = Field(3000, ge=10, description="t-SNE on a seeded sample of at most this many items")
     strip_members: int = Field(8, ge=1, le=32, description="thumbnails per cluster")
+    seeds: int = Field(
+        default_factory=lambda: settings().seeds,
+        ge=1,
+        le=20,
+        description="training runs per row: seeds s .. s+N-1 on top of the row's seed s (setting VOXCLUST_SEEDS)",
+    )
+    restart_trials: int = Field(
+        5, ge=1, le=50, description="k-means seeds tried on each row's first embedding: the spread they alone cause"
+    )
 
 
 # The CPU budget of each method on 2 cores for ModelNet10 (the quality benchmark's table): the method's
@@ -139,13 +149,35 @@ def run_url_for(data_url: str, entry: MethodEntry) -> str:
     return default_run_url(data_url, entry.method, f"{entry.name}-{digest}")
 
 
+def seeded_entry(entry: MethodEntry, index: int) -> MethodEntry:
+    """The entry of a row's ``index``-th training run: its seed (default 0) raised by ``index``. Index 0, and
+    every index of a method that does not train (raw voxels), is the entry itself: one run, reused."""
+    from lib.features.registry import get_method
+
+    seed = entry_seed(entry)
+    if index == 0 or seed is None or not get_method(entry.method).trainable:
+        return entry
+    return entry.model_copy(update={"options": {**entry.options, "seed": seed + index}})
+
+
+def entry_seed(entry: MethodEntry) -> int | None:
+    """The training seed of the entry's run (its option, else the method's default); None for a method without
+    one."""
+    from lib.features.registry import get_method
+
+    fields = get_method(entry.method).config_cls.model_fields
+    if "seed" not in fields:
+        return None
+    return int(entry.options.get("seed", fields["seed"].default))
+
+
 def discover_entries(data_url: str) -> list[MethodEntry]:
     """The entries of the runs already under ``<store>/runs`` that a comparison made (``<name>-<hash>`` folders
     whose hash matches their method and config), in name order."""
     from lib.features.runs import RUN_JSON, RunSpec
 
     runs = open_storage(f"{data_url.rstrip('/')}/runs")
-    found: dict[str, tuple[float, MethodEntry]] = {}
+    found: dict[str, list[tuple[float, MethodEntry]]] = {}
     for obj in runs.list():
         folder, _, leaf = obj.key.rpartition("/")
         if leaf != RUN_JSON or "/" in folder or "-" not in folder:
@@ -158,11 +190,22 @@ def discover_entries(data_url: str) -> list[MethodEntry]:
                 continue
         except (FileNotFoundError, ValueError, MethodError):  # removed since the listing, or not a run of ours
             continue
-        if name not in found or spec.created > found[name][0]:  # a row run with other options: the newest
-            found[name] = (spec.created, entry)
+        found.setdefault(name, []).append((spec.created, entry))
     if not found:
         raise CompareError(f"{data_url}: no comparison runs under runs/ (run voxclust compare first)")
-    return [found[name][1] for name in sorted(found)]
+    return [_first_seed(found[name]) for name in sorted(found)]
+
+
+def _first_seed(runs: list[tuple[float, MethodEntry]]) -> MethodEntry:
+    """Of a row's runs, the newest one's options (a row run with other options: the newest), with the lowest
+    seed among the runs that differ from it in the seed only (seeded runs of ``--seeds``)."""
+    newest = max(runs, key=lambda r: r[0])[1]
+
+    def rest(e: MethodEntry) -> dict[str, Any]:
+        return {k: v for k, v in e.options.items() if k != "seed"}
+
+    same = [e for _, e in runs if e.method == newest.method and rest(e) == rest(newest)]
+    return min(same, key=lambda e: int(e.options.get("seed", 0)))
 
 
 def is_supervised(entry: MethodEntry) -> bool:

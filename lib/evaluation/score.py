@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lib.evaluation.inputs import F32, ClusterError, _class_labels
 from lib.evaluation.kmeans import ElbowResult, KMeansResult, elbow_ks, elbow_sweep, kmeans
-from lib.evaluation.metrics import ari, cluster_summary, nmi
+from lib.evaluation.metrics import ari, cluster_accuracy, cluster_summary, nmi
 from lib.evaluation.pca import fit_pca, l2_normalize
 from lib.evaluation.pic import pic
 from lib.evaluation.spectral import spectral
@@ -186,3 +186,25 @@ def score_embedding(
         pic=pic_scores,
         spectral=spectral_scores,
     )
+
+
+def label_scores(
+    score: EmbeddingScore, labels: npt.ArrayLike, splits: npt.ArrayLike | None, seeds: list[int], restarts: int
+) -> list[dict[str, float | None]]:
+    """NMI / ARI / ACC on ``score``'s scored split of k-means with each of ``seeds`` (``restarts`` each) on the
+    features ``score`` clustered, with its k: how much the k-means seed alone moves the scores. Unlabelled
+    items are left out; all None when none is labelled."""
+    y = np.asarray(labels, dtype=np.int64)
+    n = len(y)
+    split_of = np.full(n, "", dtype=object) if splits is None else np.asarray(splits, dtype=object)
+    sel = (split_of == "test") if score.scored_split == "test" else np.ones(n, bool)
+    sel &= y >= 0
+    out: list[dict[str, float | None]] = []
+    for seed in seeds:
+        if not sel.any():
+            out.append({"nmi": None, "ari": None, "acc": None})
+            continue
+        assign = kmeans(score.feats, score.k, seed=seed, restarts=restarts).labels[sel]
+        truth = y[sel]
+        out.append({"nmi": nmi(truth, assign), "ari": ari(truth, assign), "acc": cluster_accuracy(truth, assign)})
+    return out

@@ -253,6 +253,13 @@ def create_run(request: RunRequest) -> RunRef:
     return _ref(storage, spec, ckpt)
 
 
+def _trained_with(method: FeatureMethod) -> dict[str, Any]:
+    """What an epoch trained with besides its seed, which can move results: the device and the CPU threads."""
+    import torch
+
+    return {"device": str(getattr(method, "device", "cpu")), "threads": int(torch.get_num_threads())}
+
+
 class Session:
     """A run opened in this process: spec, data, method with the checkpoint's state."""
 
@@ -309,6 +316,7 @@ class Session:
         entry = self._entry(epoch)
         entry.update(logged)
         entry["train_seconds"] = time.perf_counter() - t
+        entry.update(_trained_with(self.method))
         for key, value in logged.items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise MethodError(f"{self.spec.method}: {key} became {value} in epoch {epoch}; lower the lr")

@@ -31,15 +31,15 @@ import jinja2
 from lib.report.table import (
     HEADERS,
     SPLIT_COLUMNS,
-    best_method,
+    best_methods,
     columns,
     failed_methods,
     fmt,
     method_entries,
     number,
     suggested_k,
-    summary_text,
     table_rows,
+    verdict_text,
 )
 
 _SHARED_IMAGES = {
@@ -112,13 +112,13 @@ def render_html(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
     cache: dict[str, str] = {}
     split = str(report.get("scored_split") or "test")
     cols = columns(report)
-    best = best_method(report)
+    best = set(best_methods(report))
     methods = method_entries(report)
     anchors = [_anchor(i, str(m.get("name", ""))) for i, m in enumerate(methods)]
 
     rows = []
     for anchor, row in zip(anchors, table_rows(report), strict=True):
-        cls = "failed" if row["status"] != "ok" else ("best" if best is not None and row["name"] == best else "")
+        cls = "failed" if row["status"] != "ok" else ("best" if row["name"] in best else "")
         cells = [{"text": fmt(row[c]), "num": c not in ("name", "method", "supervised", "status")} for c in cols]
         rows.append({"cls": cls, "cells": cells, "anchor": anchor})
 
@@ -195,7 +195,7 @@ def render_html(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
         labels=labels,
         k=fmt(report.get("k")),
         split=split,
-        best=summary_text(report),
+        best=verdict_text(report),
         suggested=suggested_k(report),
         failed=failed_methods(report),
         headers=[HEADERS.get(c, c.replace("_", " ")) for c in cols],

@@ -23,8 +23,8 @@ from lib.report.table import (
     failed_methods,
     fmt,
     suggested_k,
-    summary_text,
     table_rows,
+    verdict_text,
 )
 
 _MARKDOWN_COLUMNS: tuple[str, ...] = ("name", "method", "status", "nmi", "ari", "acc", "silhouette", "n_clusters")
@@ -52,11 +52,11 @@ def render_markdown(report: Mapping[str, Any], links: Mapping[str, str] | None =
         f"Data: {_md(report.get('data_url') or '–')} · items: {fmt(report.get('n_items'))} · "
         f"k: {fmt(report.get('k'))} · scored split: {_md(split)}"
     )
-    lines += ["", f"**Best unsupervised method:** {_md(summary_text(report))}", ""]
+    lines += ["", f"**Best unsupervised method:** {_md(verdict_text(report))}", ""]
 
     rows = table_rows(report)
     if rows:
-        optional = ("capture_nmi", "own_nmi", *KNOWN_METHOD_COLUMNS)
+        optional = ("seeds", "nmi_mean", "nmi_min", "nmi_max", "capture_nmi", "own_nmi", *KNOWN_METHOD_COLUMNS)
         cols = list(_MARKDOWN_COLUMNS) + [c for c in columns(report) if c in optional]
         lines.append("| " + " | ".join(HEADERS.get(c, c) for c in cols) + " |")
         lines.append("|" + "|".join("---" if c in ("name", "method", "status") else "---:" for c in cols) + "|")

@@ -8,12 +8,18 @@ Choices:
   its scored split has empty metric cells.
 * **Numbers** are shown with 3 decimals (integers as integers); NaN / infinite / missing values are ``None``
   in ``table_rows`` (JSON has no NaN) and "–" in HTML and markdown.
-* **Best method** = the unsupervised method with status "ok" and the highest NMI on the scored split
-  (first one on ties). Supervised methods saw the labels, so they are reference points, never "best".
-* **Columns** of the metrics table are fixed, plus ``capture_nmi`` when the store mixes captures (meshes,
-  point clouds, imported grids), ``own_nmi`` / ``own_acc`` when a method assigns clusters itself (SCAN), and
-  ``test_accuracy``, ``reconstruction_iou`` and any other numeric ``method_metrics`` key, each only when at
-  least one method has it; every row has every column.
+* **Best method** = the unsupervised method with status "ok" and the highest NMI on the scored split, its
+  mean over the row's seeds (first one on ties). Supervised methods saw the labels, so they are reference
+  points, never "best". **The verdict** (``best_methods``, ``verdict_text``) names the best and every other
+  unsupervised method whose NMI interval over its seeds (min to max) overlaps the best one's: within noise of
+  each other. With one seed per row it says that it rests on a single training run, and how far k-means
+  seeds alone move the best one's NMI.
+* **Columns** of the metrics table are fixed (the first seed's scores), plus ``restart_nmi_min`` /
+  ``restart_nmi_max`` (k-means seeds alone, on that embedding) when rows carry a spread, ``seeds`` and the
+  mean / min / max of NMI, ARI and ACC over seeds when a row has more than one, ``capture_nmi`` when the
+  store mixes captures (meshes, point clouds, imported grids), ``own_nmi`` / ``own_acc`` when a method
+  assigns clusters itself (SCAN), and ``test_accuracy``, ``reconstruction_iou`` and any other numeric
+  ``method_metrics`` key, each only when at least one method has it; every row has every column.
 """
 
 from __future__ import annotations
@@ -64,7 +70,13 @@ HEADERS = {
     "capture_nmi": "capture NMI",
     "own_nmi": "own NMI",
     "own_acc": "own ACC",
+    "seeds": "seeds",
+    "restart_nmi_min": "NMI min (k-means seeds)",
+    "restart_nmi_max": "NMI max (k-means seeds)",
 }
+SPREAD_KEYS: tuple[str, ...] = ("nmi", "ari", "acc")
+SEED_COLUMNS: tuple[str, ...] = ("seeds", *(f"{k}_{s}" for k in SPREAD_KEYS for s in ("mean", "min", "max")))
+HEADERS |= {f"{k}_{s}": f"{HEADERS[k]} {s}" for k in SPREAD_KEYS for s in ("mean", "min", "max")}
 
 
 def number(v: Any) -> int | float | None:
@@ -97,11 +109,33 @@ def _method_columns(report: Mapping[str, Any]) -> list[str]:
     return known + sorted(present - set(KNOWN_METHOD_COLUMNS))
 
 
+def spread_of(m: Mapping[str, Any]) -> dict[str, Any]:
+    """A method entry's spread as flat columns: ``seeds`` (runs scored), ``<metric>_mean`` / ``_min`` / ``_max``
+    over them for NMI, ARI, ACC, and ``restart_nmi_min`` / ``_max`` (k-means seeds alone); {} without one."""
+    spread = m.get("spread")
+    if not isinstance(spread, Mapping):
+        return {}
+    out: dict[str, Any] = {"seeds": len(spread.get("seeds") or [])}
+    for key in SPREAD_KEYS:
+        values = [float(v) for v in spread.get(key) or [] if number(v) is not None]
+        out[f"{key}_mean"] = sum(values) / len(values) if values else None
+        out[f"{key}_min"] = min(values, default=None)
+        out[f"{key}_max"] = max(values, default=None)
+    restarts = [float(v) for v in spread.get("restart_nmi") or [] if number(v) is not None]
+    out["restart_nmi_min"] = min(restarts, default=None)
+    out["restart_nmi_max"] = max(restarts, default=None)
+    return out
+
+
 def _optional_columns(report: Mapping[str, Any]) -> list[str]:
-    """``capture_nmi`` when a store mixes captures; ``own_nmi`` / ``own_acc`` when a method assigns clusters
+    """The restart spread when rows carry a spread, the seed spread when a row has several seeds;
+    ``capture_nmi`` when a store mixes captures; ``own_nmi`` / ``own_acc`` when a method assigns clusters
     itself (SCAN)."""
     entries = method_entries(report)
-    cols = ["capture_nmi"] if any(number(m.get("capture_nmi")) is not None for m in entries) else []
+    spreads = [spread_of(m) for m in entries]
+    cols = [*SEED_COLUMNS] if any(sp.get("seeds", 0) > 1 for sp in spreads) else []
+    cols += ["restart_nmi_min", "restart_nmi_max"] if any(spreads) else []
+    cols += ["capture_nmi"] if any(number(m.get("capture_nmi")) is not None for m in entries) else []
     if any(isinstance(m.get("own"), Mapping) for m in entries):
         cols += ["own_nmi", "own_acc"]
     return cols
@@ -139,8 +173,12 @@ def table_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
         row["train_seconds"] = number(m.get("train_seconds"))
         own_entry = m.get("own")
         own: Mapping[str, Any] = own_entry if isinstance(own_entry, Mapping) else {}
+        spread = spread_of(m)
         for col in optional:
-            row[col] = number(own.get(col[4:])) if col.startswith("own_") else number(m.get(col))
+            if col.startswith("own_"):
+                row[col] = number(own.get(col[4:]))
+            else:
+                row[col] = number(spread[col]) if col in spread else number(m.get(col))
         for col in extra:
             row[col] = number(mm.get(col))
         if m.get("error"):
@@ -149,21 +187,39 @@ def table_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def best_method(report: Mapping[str, Any]) -> str | None:
-    """Name of the unsupervised, successful method with the highest NMI on the scored split.
-
-    None when the report is unlabelled or no such method has an NMI. Ties go to the first one listed.
-    """
+def _candidates(report: Mapping[str, Any]) -> list[tuple[str, float, float, float, int]]:
+    """(name, mean NMI, min, max, seeds) of each unsupervised, successful method with an NMI on the scored
+    split (a record without a spread: its one NMI)."""
     if not report.get("labelled", False):
-        return None
-    best: tuple[float, str] | None = None
+        return []
+    out = []
     for m in method_entries(report):
         if m.get("supervised", False) or m.get("status") != "ok":
             continue
-        nmi = number(_split_metrics(report, m).get("nmi"))
-        if nmi is not None and (best is None or nmi > best[0]):
-            best = (float(nmi), str(m.get("name", "")))
-    return best[1] if best else None
+        name, nmi, spread = str(m.get("name", "")), number(_split_metrics(report, m).get("nmi")), spread_of(m)
+        if spread.get("nmi_mean") is not None:
+            out.append((name, spread["nmi_mean"], spread["nmi_min"], spread["nmi_max"], spread["seeds"]))
+        elif nmi is not None:
+            out.append((name, float(nmi), float(nmi), float(nmi), 1))
+    return out
+
+
+def best_method(report: Mapping[str, Any]) -> str | None:
+    """Name of the unsupervised, successful method with the highest NMI on the scored split (mean over its
+    seeds). None when the report is unlabelled or no such method has an NMI. Ties go to the first one listed."""
+    best = best_methods(report)
+    return best[0] if best else None
+
+
+def best_methods(report: Mapping[str, Any]) -> list[str]:
+    """The best method, then every other whose NMI interval over its seeds (min to max) overlaps the best one's,
+    by mean NMI: the methods within noise of the best."""
+    found = _candidates(report)
+    if not found:
+        return []
+    top = max(found, key=lambda c: c[1])  # max keeps the first on ties
+    near = [c for c in found if c is not top and c[3] >= top[2] and c[2] <= top[3]]
+    return [top[0], *(c[0] for c in sorted(near, key=lambda c: -c[1]))]
 
 
 # -------------------------------------------------------------------------------------------- formatting
@@ -182,16 +238,32 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
-def summary_text(report: Mapping[str, Any]) -> str:
-    """The best unsupervised method with its NMI, or why there is none."""
+def verdict_text(report: Mapping[str, Any]) -> str:
+    """The best unsupervised method (with every method within noise of it) and how many seeds back that, or
+    why there is none."""
     split = report.get("scored_split") or "test"
-    best = best_method(report)
-    if best is not None:
-        nmi = next(r["nmi"] for r in table_rows(report) if r["name"] == best)
-        return f"{best} (NMI {fmt(nmi)} on the {split} split)"
-    if not report.get("labelled", False):
-        return "none: the data has no labels, so no method can be scored against classes"
-    return f"none: no unsupervised method finished with an NMI on the {split} split"
+    names = best_methods(report)
+    if not names:
+        if not report.get("labelled", False):
+            return "none: the data has no labels, so no method can be scored against classes"
+        return f"none: no unsupervised method finished with an NMI on the {split} split"
+    found = {c[0]: c for c in _candidates(report)}
+    top = found[names[0]]
+    if all(found[n][4] <= 1 for n in names):
+        restarts = spread_of(next(m for m in method_entries(report) if m.get("name") == names[0]))
+        lo, hi = restarts.get("restart_nmi_min"), restarts.get("restart_nmi_max")
+        moved = f"; k-means seeds alone give it {fmt(lo)}–{fmt(hi)}" if lo is not None and hi is not None else ""
+        tied = f", tied with {_joined(names[1:])}" if len(names) > 1 else ""
+        single = f"from a single training run per method{moved}"
+        return f"{names[0]} (NMI {fmt(top[1])} on the {split} split{tied}): {single}"
+    spans = ", ".join(f"{n} {fmt(found[n][2])}–{fmt(found[n][3])} over {found[n][4]} seeds" for n in names)
+    if len(names) == 1:
+        return f"{names[0]} (NMI mean {fmt(top[1])} on the {split} split, {spans}; no other method's range overlaps it)"
+    return f"{_joined(names)}, within noise of each other (NMI on the {split} split: {spans})"
+
+
+def _joined(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def suggested_k(report: Mapping[str, Any]) -> list[tuple[str, str]]:

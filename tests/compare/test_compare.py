@@ -328,3 +328,49 @@ def test_a_method_that_assigns_clusters_is_scored_twice(tiny_store: str, tmp_pat
     assert rec.metrics["all"].nmi is not None and rec.dim == 3
     raw = evaluate_method(tiny_store, MethodEntry(name="raw", method="raw"), run_url, str(tmp_path / "o2"), FAST)
     assert raw.own is None  # the same embedding under a method that does not assign: no own partition
+
+
+def test_two_seeds_give_two_runs_and_a_spread(prefect_api: str, tmp_path: Path) -> None:
+    """--seeds 2: a trained row has one run per seed (seed 0's is the row's usual run), a row that does not
+    train has one; the report gives each row's spread over its seeds and over k-means seeds alone, names the
+    methods within noise of the best and how many seeds back that; report --seeds re-scores the same runs."""
+    from flows.compare import compare_methods
+
+    store = str(tmp_path / "store")
+    import_npz(write_npz(tmp_path / "t.npz"), store, classes=["box", "ball", "rod"])
+    dc = MethodEntry(name="dc", method="deepcluster", options=TINY_DC)
+    raw = MethodEntry(name="raw", method="raw")
+    cfg = FAST.model_copy(update={"seeds": 2})
+    result = compare_methods(store, [dc, raw], cfg, device="cpu")
+    runs = sorted(p.name for p in (tmp_path / "store" / "runs").iterdir())
+    assert runs == sorted(
+        [
+            run_url_for(store, dc).rsplit("/", 1)[1],
+            run_url_for(store, dc.model_copy(update={"options": {**TINY_DC, "seed": 1}})).rsplit("/", 1)[1],
+            run_url_for(store, raw).rsplit("/", 1)[1],
+        ]
+    )
+    rows = {r["name"]: r for r in result["rows"]}
+    for r in rows.values():
+        assert r["seeds"] == 2
+        assert r["nmi_min"] <= r["nmi_mean"] <= r["nmi_max"] and r["restart_nmi_min"] <= r["restart_nmi_max"]
+        assert r["acc_min"] <= r["acc_mean"] <= r["acc_max"]
+    rep = read_report(open_storage(result["report_url"]))
+    spread = {m.name: m.spread for m in rep.methods}
+    assert spread["dc"] is not None and spread["dc"].seeds == [0, 1] and len(spread["dc"].nmi) == 2
+    assert spread["raw"] is not None and spread["raw"].seeds == [0, 0]  # one embedding, two k-means seeds
+    assert spread["dc"].restart_seeds == list(range(FAST.restart_trials))
+    assert rows["dc"]["nmi"] == spread["dc"].nmi[0]  # the row's own scores are the first seed's
+    assert rep.seeds == 2 and rep.best_method == result["best_method"] == result["best_methods"][0]
+    assert "over 2 seeds" in result["verdict"]
+    assert [e.options.get("seed", 0) for e in discover_entries(store) if e.name == "dc"] == [0]  # the first seed
+
+    runner = CliRunner()
+    env = {"NO_COLOR": "1", "COLUMNS": "250"}
+    res = runner.invoke(app, ["report", "--data", store, "--no-tsne", "--seeds", "2", "--json"], env=env)
+    assert res.exit_code == 0, res.output
+    again = json.loads(res.stdout)
+    assert {r["name"]: r["nmi_mean"] for r in again["rows"]} == {n: r["nmi_mean"] for n, r in rows.items()}
+    res = runner.invoke(app, ["report", "--data", store, "--no-tsne"], env=env)  # one seed: it says so
+    assert res.exit_code == 0, res.output
+    assert "from a single training run per method" in " ".join(res.stdout.split())

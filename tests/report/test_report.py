@@ -15,7 +15,7 @@ from PIL import Image
 
 from lib.report.html import render_html
 from lib.report.markdown import render_markdown
-from lib.report.table import BASE_COLUMNS, best_method, columns, table_rows
+from lib.report.table import BASE_COLUMNS, best_method, best_methods, columns, table_rows, verdict_text
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EVIL = '<script>alert("x")</script> CUDA out of memory & more'
@@ -273,3 +273,52 @@ def test_rounded_rows_show_numbers_as_the_html_does() -> None:
 
     rows = rounded_rows([{"name": "dc", "nmi": 0.9463849645616855, "k": 10, "silhouette": None}])
     assert rows == [{"name": "dc", "nmi": 0.946, "k": 10, "silhouette": None}]
+
+
+def _ranked(*rows: tuple[str, list[float] | None, bool]) -> dict[str, Any]:
+    """A labelled report whose rows have these NMIs over seeds (None: no spread, NMI 0.5)."""
+    methods = []
+    for name, nmis, supervised in rows:
+        m: dict[str, Any] = {"name": name, "method": "x", "status": "ok", "supervised": supervised}
+        m["metrics"] = {"test": split(nmis[0] if nmis else 0.5)}
+        if nmis is not None:
+            n = len(nmis)
+            m["spread"] = {"seeds": list(range(n)), "nmi": nmis, "ari": [0.1] * n, "acc": [0.5] * n}
+            m["spread"] |= {"restart_seeds": [0, 1, 2], "restart_nmi": [nmis[0] - 0.01, nmis[0], nmis[0] + 0.02]}
+        methods.append(m)
+    return {"labelled": True, "scored_split": "test", "methods": methods}
+
+
+def test_the_verdict_names_every_method_whose_interval_overlaps_the_best() -> None:
+    rep = _ranked(
+        ("ae", [0.60, 0.61, 0.62], False),
+        ("dc", [0.58, 0.60, 0.61], False),  # overlaps ae's 0.60-0.62
+        ("raw", [0.47, 0.48, 0.48], False),  # below
+        ("vox", [0.80, 0.81, 0.82], True),  # supervised: a reference, never best
+        ("simclr", [0.50, 0.59, 0.63], False),  # lower mean, but its range reaches into ae's
+    )
+    assert best_method(rep) == "ae"
+    assert best_methods(rep) == ["ae", "dc", "simclr"]
+    text = verdict_text(rep)
+    assert text.startswith("ae, dc and simclr, within noise of each other")
+    assert "ae 0.600–0.620 over 3 seeds" in text and "raw" not in text and "vox" not in text
+    alone = _ranked(("ae", [0.70, 0.71], False), ("dc", [0.58, 0.61], False))
+    assert best_methods(alone) == ["ae"]
+    assert "no other method's range overlaps it" in verdict_text(alone) and "over 2 seeds" in verdict_text(alone)
+    rows = {r["name"]: r for r in table_rows(rep)}
+    assert rows["dc"]["nmi_mean"] == pytest.approx(0.5966667) and rows["dc"]["nmi_min"] == 0.58
+    assert rows["dc"]["seeds"] == 3 and rows["ae"]["restart_nmi_max"] == pytest.approx(0.62)
+    assert "seeds" in columns(rep) and "nmi_max" in columns(rep)
+
+
+def test_a_single_seed_verdict_says_it_rests_on_one_run() -> None:
+    rep = _ranked(("ae", [0.61], False), ("dc", [0.58], False))
+    assert best_methods(rep) == ["ae"]
+    text = verdict_text(rep)
+    assert "from a single training run per method" in text and "k-means seeds alone give it 0.600–0.630" in text
+    assert "seeds" not in columns(rep) and "restart_nmi_min" in columns(rep)  # no seed spread to show
+    tied = _ranked(("ae", [0.61], False), ("dc", [0.61], False))
+    assert "tied with dc" in verdict_text(tied)
+    old = _ranked(("ae", None, False))  # a report written before spreads: its one NMI
+    assert best_methods(old) == ["ae"] and "single training run" in verdict_text(old)
+    assert "restart_nmi_min" not in columns(old)
