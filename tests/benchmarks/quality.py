@@ -12,6 +12,14 @@ restarts), then NMI / ARI / Hungarian accuracy against the test labels. Labels n
 method: they enter only the scoring (and the classifiers' and supervised SoftTriple's training).
 ``random_cnn`` is DeepCluster's backbone with no training: the random-features baseline.
 
+With ``--seeds N`` every unsupervised row trains N runs (seeds ``--seed`` .. ``--seed``+N-1; supervised rows
+keep one), ``--workers W`` of them side by side (processes sharing the cores), each embedding clustered
+with k-means seeded by the benchmark's seed + its seed index; a row then also carries ``seeds``,
+``nmi_mean`` / ``nmi_min`` / ``nmi_max`` (the same for ``ari``, ``acc``, ``spectral_nmi``, ``train_seconds``)
+and ``per_seed``, its other keys being its first seed's. The final line also gives ``wall_seconds`` (the
+whole benchmark), ``best_unsupervised`` (by mean NMI) and ``within_noise_of_best`` (the unsupervised rows
+whose NMI range over seeds overlaps the best one's).
+
 Prints a line per method as it finishes, then one final JSON line: per method ``nmi``, ``ari``, ``acc``,
 ``spectral_nmi`` (spectral clustering on the k-NN graph of the same features, k = 10, scored the same way),
 ``train_seconds`` (wall time of all training steps), ``knn20_agree`` (the share of each train shape's 20
@@ -27,9 +35,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,7 +84,10 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="folder for the store (default: a temporary one)")
     ap.add_argument("--store", default=None, help="an existing store of the same data: its finished runs are reused")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, default=1, help="training runs per unsupervised row (seed, seed+1, ...)")
+    ap.add_argument("--workers", type=int, default=1, help="trainings side by side (processes sharing the cores)")
     args = ap.parse_args()
+    t_start = time.perf_counter()
 
     if args.store:
         store_url = args.store
@@ -97,42 +111,48 @@ def main() -> None:
         x, rows, _ = read_embedding(emb.run_url, emb.name)
         return x, np.array([labels_by_row[int(r)] for r in rows], dtype=np.int64)
 
-    def request(row: str) -> tuple[MethodEntry, RunRequest]:
-        """A row's run: its budget and the overrides; an option ``"@<row>"`` (``pretext_run``,
-        ``neighbours_run``) names that row's run in this store, trained first when it is not finished yet."""
+    waves: dict[str, tuple[int, str, RunRequest]] = {}  # run URL -> (wave, row, request): dependencies first
+
+    def request(row: str, seed: int) -> tuple[MethodEntry, RunRequest, int]:
+        """A row's run for ``seed``: its budget and the overrides; an option ``"@<row>"`` (``pretext_run``,
+        ``neighbours_run``) names that row's run of the same seed, trained in an earlier wave. Returns the
+        entry, the request and its wave."""
         method, options = ROWS[row]
         assert method in METHODS
-        options = {"seed": args.seed, **options, **overrides.get(row, {})}
+        options = {**options, **overrides.get(row, {}), "seed": seed}
+        wave = 0
         for key, value in options.items():
             if isinstance(value, str) and value.startswith("@"):
-                options[key] = train_run(create_run(request(value[1:])[1])).ref.run_url
+                _, dep, dep_wave = request(value[1:], seed)
+                options[key] = dep.run_url
+                wave = max(wave, dep_wave + 1)
         entry = MethodEntry(name=row, method=method, options=options)
         # Runs live where `voxclust compare --preset quality` looks for them, so its report reuses them.
+        url = run_url_for(store_url, entry)
         run = RunRequest(
-            method=method,
-            data_url=store_url,
-            options=options,
-            region=Region(split="train"),
-            run_url=run_url_for(store_url, entry),
-            device="auto",
+            method=method, data_url=store_url, options=options, region=Region(split="train"), run_url=url, device="auto"
         )
-        return entry, run
+        waves.setdefault(url, (wave, row, run))
+        return entry, run, wave
 
-    results: dict[str, dict[str, Any]] = {}
-    for row in args.methods.split(","):
+    def seeds_of(row: str) -> list[int]:
+        method, options = ROWS[row]
+        supervised = is_supervised(MethodEntry(name=row, method=method, options={**options, **overrides.get(row, {})}))
+        return [args.seed + i for i in range(1 if supervised else args.seeds)]
+
+    def score(row: str, entry: MethodEntry, run: RunRequest, index: int) -> dict[str, Any]:
+        """One run's scores: k-means (the table's ``nmi``, seeded with the benchmark's seed + ``index``) and
+        spectral clustering on the test embedding, SCAN's neighbour diagnostic on the train one."""
         t0 = time.perf_counter()
-        entry, run = request(row)
+        session = Session(str(run.run_url))
         method, options = entry.method, entry.options
-        ref = create_run(run)
-        session = train_run(ref, on_epoch=lambda e, row=row: print(row, _brief(e), file=sys.stderr, flush=True))
         x, y = embedded(session, "test")
-        # k-means (the table's ``nmi``) and spectral clustering on the k-NN graph of the same features
-        config = ScoreConfig(k=10, pca_dim=64, seed=args.seed, restarts=5, elbow_k_max=None, pic=False)
+        config = ScoreConfig(k=10, pca_dim=64, seed=args.seed + index, restarts=5, elbow_k_max=None, pic=False)
         scored = score_embedding(x, y, config=config)
         scores = scored.metrics["all"]
         # SCAN's diagnostic, on the train split: the share of each shape's 20 nearest neighbours of its class
         knn20 = neighbour_agreement(*embedded(session, "train"), 20)
-        metrics = session.ckpt["metrics"]
+        metrics = session.finish()
         out: dict[str, Any] = {
             "method": method,
             "nmi": round(scores["nmi"], 4),
@@ -140,10 +160,10 @@ def main() -> None:
             "acc": round(scores["acc"], 4),
             "spectral_nmi": round(scored.spectral["nmi"], 4) if scored.spectral else None,
             "train_seconds": round(float(metrics.get("train_seconds", 0.0)), 1),
-            "wall_seconds": round(time.perf_counter() - t0, 1),
+            "score_seconds": round(time.perf_counter() - t0, 1),
             "knn20_agree": round(knn20, 4),
             "dim": int(x.shape[1]),
-            "epochs": ref.epochs,
+            "epochs": session.ref.epochs,
             "supervised": is_supervised(entry),
         }
         for key in ("test_accuracy", "test_accuracy_single_view", "reconstruction_iou"):
@@ -156,23 +176,82 @@ def main() -> None:
                 pretext = Session(options["pretext_run"])
                 xp, yp = embedded(pretext, "test")
                 out["pretext_nmi"] = round(score_embedding(xp, yp, config=config).metrics["all"]["nmi"], 4)
-                out["pretext_train_seconds"] = round(float(pretext.ckpt["metrics"].get("train_seconds", 0.0)), 1)
+                out["pretext_train_seconds"] = round(float(pretext.finish().get("train_seconds", 0.0)), 1)
         if session.history and "nmi_labels" in session.history[-1]:
             out["nmi_labels_last_epoch_train"] = round(session.history[-1]["nmi_labels"], 4)
+        return out
+
+    rows = args.methods.split(",")
+    plan = {row: [request(row, seed)[:2] for seed in seeds_of(row)] for row in rows}
+    train_all(sorted(waves.values(), key=lambda w: w[0]), args.workers)
+
+    results: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        per_seed = [score(row, entry, run, i) for i, (entry, run) in enumerate(plan[row])]
+        out = per_seed[0]
+        if len(per_seed) > 1:
+            out["seeds"] = [run.options["seed"] for _, run in plan[row]]
+            for key in ("nmi", "ari", "acc", "spectral_nmi", "train_seconds"):
+                values = [r[key] for r in per_seed if r.get(key) is not None]
+                out[f"{key}_mean"] = round(float(np.mean(values)), 4) if values else None
+                out[f"{key}_min"] = round(float(min(values)), 4) if values else None
+                out[f"{key}_max"] = round(float(max(values)), 4) if values else None
+            out["per_seed"] = [{k: r[k] for k in ("nmi", "ari", "acc", "train_seconds")} for r in per_seed]
         results[row] = out
         print("RESULT", row, json.dumps(out), file=sys.stderr, flush=True)
 
     unsup = {k: v for k, v in results.items() if not v["supervised"]}
-    best = max(unsup, key=lambda k: unsup[k]["nmi"]) if unsup else None
+    best = max(unsup, key=lambda k: unsup[k].get("nmi_mean", unsup[k]["nmi"])) if unsup else None
     summary = {
         "data": args.data,
         "n_train": int(sum(r["split"] == "train" for r in store.records())),
         "n_test": int(sum(r["split"] == "test" for r in store.records())),
-        "eval": "test split, PCA 64 when wider, faiss k-means k=10 x5 restarts",
+        "eval": "test split, PCA 64 when wider, faiss k-means k=10 x5 restarts (seed + the run's seed index)",
+        "seeds": args.seeds,
+        "workers": args.workers,
+        "wall_seconds": round(time.perf_counter() - t_start, 1),
         "best_unsupervised": best,
+        "within_noise_of_best": within_noise(unsup, best),
         "methods": results,
     }
     print(json.dumps(summary))
+
+
+def within_noise(rows: dict[str, dict[str, Any]], best: str | None) -> list[str]:
+    """The rows whose NMI range over seeds (min to max; one seed: its NMI) overlaps the best row's."""
+    if best is None:
+        return []
+
+    def span(r: dict[str, Any]) -> tuple[float, float]:
+        return r.get("nmi_min", r["nmi"]), r.get("nmi_max", r["nmi"])
+
+    lo, hi = span(rows[best])
+    return [name for name, r in rows.items() if name != best and span(r)[1] >= lo and span(r)[0] <= hi]
+
+
+def train_all(waves: list[tuple[int, str, RunRequest]], workers: int) -> None:
+    """Train every run (resuming finished ones is a no-op), wave after wave; ``workers`` > 1 trains that many
+    side by side in processes, each with its share of the cores."""
+    if workers <= 1:
+        for _, row, run in waves:
+            _train(row, run, None)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        for wave in sorted({w for w, _, _ in waves}):
+            jobs = [pool.submit(_train, row, run, threads) for w, row, run in waves if w == wave]
+            for job in jobs:
+                job.result()
+
+
+def _train(row: str, run: RunRequest, threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    seed = run.options.get("seed")
+    train_run(create_run(run), on_epoch=lambda e: print(row, f"seed {seed}", _brief(e), file=sys.stderr, flush=True))
 
 
 def _brief(entry: dict[str, Any]) -> str:

@@ -264,6 +264,7 @@ def test_deepcluster_history(deepcluster_run: RunRef) -> None:
         assert h["empty_clusters"] == h["cluster_sizes"].count(0)
         assert 0.0 <= h["nmi_labels"] <= 1.0  # the store is labelled: logged (never trained on)
         assert ("nmi_previous" in h) == (epoch > 0)
+        assert h["device"] == "cpu" and h["threads"] >= 1  # what it trained with, beside its seed
     assert all(0.0 <= h["nmi_previous"] <= 1.0 for h in hist[1:])
     last = hist[-1]
     assert isinstance(s.method, DeepCluster)
