@@ -9,7 +9,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows.compare import compare_methods
 from flows.voxelize import run_voxelize
-from lib.compare.rows import CompareConfig, resolve_entries
+from lib.compare.rows import CompareConfig, resolve_entries, trains_on_cuda
 from lib.report.table import rounded_rows
 
 
@@ -28,7 +28,7 @@ def pipeline(
     scheduler at ``dask_address`` / ``VOXCLUST_DASK_ADDRESS``), then train or reuse every method of
     ``preset`` (optionally only ``methods``) and publish the comparison of the whole store."""
     log = get_run_logger()
-    entries = resolve_entries(methods, preset)  # bad names fail before any work
+    entries = resolve_entries(methods, preset, cuda=trains_on_cuda(device))  # bad names fail before any work
     voxelized = run_voxelize(dask_address, batch_url=batch_url, store_url=store_url, batch_name=batch_name)
     log.info("batch %s: %d stored, %d failed", voxelized["batch"], voxelized["stored"], voxelized["failed"])
     report = compare_methods(voxelized["store"]["store"], entries, config, True, device)

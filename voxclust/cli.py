@@ -390,8 +390,9 @@ def _store_url(data_url: str | None) -> str:
     return url
 
 
-def _compare_entries(methods: str | None, preset: str | None, options: list[str]) -> Any:
-    from lib.compare.rows import resolve_entries
+def _compare_entries(methods: str | None, preset: str | None, options: list[str], device: str = "cpu") -> Any:
+    """The rows; ``device``: where they train (on CUDA a preset's rows get its GPU budget)."""
+    from lib.compare.rows import resolve_entries, trains_on_cuda
 
     names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     overrides: dict[str, dict[str, Any]] = {}
@@ -401,7 +402,7 @@ def _compare_entries(methods: str | None, preset: str | None, options: list[str]
         if not sep or not dot:
             raise typer.BadParameter(f"{pair!r}: expected row.option=value", param_hint="--set")
         overrides.setdefault(row, {}).update(_parse_options([pair.split(".", 1)[1]], None))
-    return resolve_entries(names, preset, overrides)
+    return resolve_entries(names, preset, overrides, cuda=trains_on_cuda(device))
 
 
 def _cell(column: str, value: Any) -> str:
@@ -477,7 +478,7 @@ def compare(
     comparison: Prefect artifacts and a self-contained HTML report next to the store. On a CPU machine,
     ``--train-workers`` = the core count trains fastest (each training gets one share of the cores)."""
     with _user_errors():
-        entries = _compare_entries(methods, preset, options or [])
+        entries = _compare_entries(methods, preset, options or [], device)
         _prefect_defaults()
         from flows.compare import run_compare
         from flows.runners import prefect_api

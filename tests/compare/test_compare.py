@@ -212,6 +212,11 @@ def test_resolve_entries_and_run_locations(tiny_store: str) -> None:
     ]  # fmt: skip
     quality = resolve_entries(["raw", "softtriple_supervised", "triplet"], "quality", {"triplet": {"epochs": 1}})
     assert quality[1].options["mode"] == "supervised" and quality[2].options == {"epochs": 1}
+    # on a CUDA GPU the quality preset's contrastive rows train longer; overrides still win
+    gpu = resolve_entries(["raw", "simclr", "scan"], "quality", {"scan": {"epochs": 3}}, cuda=True)
+    assert gpu[0].options == {} and gpu[1].options == {"epochs": 200}
+    assert gpu[2].options["pretext_epochs"] == 200 and gpu[2].options["epochs"] == 3
+    assert resolve_entries(["simclr"], "quality")[0].options == {"epochs": 40}
     with pytest.raises(CompareError, match="unknown preset"):
         resolve_entries(preset="fast")
     with pytest.raises(CompareError, match="unknown method or row 'kmeans'"):
