@@ -242,11 +242,12 @@ def verdict_text(report: Mapping[str, Any]) -> str:
     """The best unsupervised method (with every method within noise of it) and how many seeds back that, or
     why there is none."""
     split = report.get("scored_split") or "test"
+    scope = "all items" if split == "all" else f"the {split} split"
     names = best_methods(report)
     if not names:
         if not report.get("labelled", False):
             return "none: the data has no labels, so no method can be scored against classes"
-        return f"none: no unsupervised method finished with an NMI on the {split} split"
+        return f"none: no unsupervised method finished with an NMI on {scope}"
     found = {c[0]: c for c in _candidates(report)}
     top = found[names[0]]
     if all(found[n][4] <= 1 for n in names):
@@ -255,11 +256,11 @@ def verdict_text(report: Mapping[str, Any]) -> str:
         moved = f"; k-means seeds alone give it {fmt(lo)}–{fmt(hi)}" if lo is not None and hi is not None else ""
         tied = f", tied with {_joined(names[1:])}" if len(names) > 1 else ""
         single = f"from a single training run per method{moved}"
-        return f"{names[0]} (NMI {fmt(top[1])} on the {split} split{tied}): {single}"
+        return f"{names[0]} (NMI {fmt(top[1])} on {scope}{tied}): {single}"
     spans = ", ".join(f"{n} {fmt(found[n][2])}–{fmt(found[n][3])} over {found[n][4]} seeds" for n in names)
     if len(names) == 1:
-        return f"{names[0]} (NMI mean {fmt(top[1])} on the {split} split, {spans}; no other method's range overlaps it)"
-    return f"{_joined(names)}, within noise of each other (NMI on the {split} split: {spans})"
+        return f"{names[0]} (NMI mean {fmt(top[1])} on {scope}, {spans}; no other method's range overlaps it)"
+    return f"{_joined(names)}, within noise of each other (NMI on {scope}: {spans})"
 
 
 def _joined(names: list[str]) -> str:
