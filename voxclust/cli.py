@@ -538,6 +538,42 @@ def export(
 
 
 @app.command()
+def similar(
+    query: Annotated[str, typer.Argument(help="a stored item id, or a scan file not in the store")],
+    data_url: StoreOpt = None,
+    k: Annotated[int, typer.Option("--k", min=1, max=1000, help="neighbours per method")] = 10,
+    methods: Methods = None,
+    html_file: Annotated[Path | None, typer.Option("--html", help="also write a page with thumbnails here")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """The stored scans nearest to QUERY by each method of the latest comparison (its embedding of every
+    stored item; a file is voxelized with the store's settings and embedded by each method's run)."""
+    with _user_errors():
+        from lib.compare import similar as sim
+        from lib.voxels.store import VoxelStore
+
+        store = VoxelStore.open(_store_url(data_url))
+        path = Path(query)
+        q = sim.file_query(store, path) if path.is_file() else sim.stored_query(store, query)
+        names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+        found = sim.similar(store.url, q, k, names)
+        if html_file is not None:
+            html_file.write_text(sim.similar_html(store, q, found))
+        if as_json:
+            out.print_json(json.dumps(sim.as_json(q, found)))
+            return
+        for m in found:
+            table = Table(title=f"{m.method}: stored scans nearest to {q.label}")
+            for col in ("#", "item id", "source", "class", "distance"):
+                table.add_column(col, justify="right" if col in ("#", "distance") else "left")
+            for i, n in enumerate(m.neighbours, 1):
+                table.add_row(str(i), n.item_id, n.source, n.label or "–", f"{n.distance:.4g}")
+            out.print(table)
+        if html_file is not None:
+            out.print(f"thumbnails: [bold]{html_file}[/bold]")
+
+
+@app.command()
 def methods() -> None:
     """List the registered feature methods and their options."""
     out.print(methods_help(), highlight=False, markup=False)

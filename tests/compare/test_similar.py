@@ -1,0 +1,110 @@
+"""voxclust similar: the stored scans nearest to a stored item or to a file not in the store, by each method
+of the latest comparison; a saved index reused; bad queries refused with exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lib.compare.similar import SimilarError, file_query, flat_index, similar, stored_query
+from lib.features.runs import read_embedding
+from lib.scans.demo import write_demo_batch
+from lib.scans.readers.base import ReadLimits
+from lib.storage import open_storage
+from lib.voxels.ingest import plan_batch, process_chunk
+from lib.voxels.store import VoxelStore
+from voxclust.cli import app
+
+ENV = {"NO_COLOR": "1", "COLUMNS": "200"}
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A store voxelized from demo scan files (5 per class) and a comparison of raw voxels and a brief
+    autoencoder on it; the batch folder, whose files are the stored items' sources."""
+    from flows.compare import compare_methods
+    from flows.runners import prefect_api
+    from lib.compare.rows import CompareConfig, MethodEntry
+
+    root = tmp_path_factory.mktemp("similar")
+    batch, store_url = root / "batch", str(root / "store")
+    write_demo_batch(str(batch), n_per_class=5, seed=0)
+    plan = plan_batch(str(batch), store_url)
+    for job in plan.jobs:
+        process_chunk(job, str(batch), store_url, plan.voxel, ReadLimits())
+    VoxelStore.open(store_url).finalize()
+    entries = [
+        MethodEntry(name="raw", method="raw"),
+        MethodEntry(name="ae", method="autoencoder", options={"epochs": 1, "width": 4, "latent": 16}),
+    ]
+    cfg = CompareConfig(tsne=False, elbow_k_max=4, strip_members=2, pic=False, spectral=False)
+    with prefect_api():
+        compare_methods(store_url, entries, cfg, device="cpu")
+    return store_url, batch
+
+
+def test_a_file_gets_the_neighbours_of_its_stored_copy(compared: tuple[str, Path]) -> None:
+    store_url, _ = compared
+    store = VoxelStore.open(store_url)
+    rec = next(r for r in store.records() if r["source"].endswith(".off") or r["source"].endswith(".stl"))
+    by_id = similar(store_url, stored_query(store, rec["item_id"]), k=5)
+    by_file = similar(store_url, file_query(store, Path(urlsplit(rec["source"]).path)), k=6)
+    assert [m.method for m in by_id] == ["raw", "ae"]
+    for stored, filed in zip(by_id, by_file, strict=True):
+        assert len(stored.neighbours) == 5 and rec["item_id"] not in [n.item_id for n in stored.neighbours]
+        # the file is its stored copy: nearest at distance 0, then the same neighbours in the same order
+        first = filed.neighbours[0]
+        assert first.item_id == rec["item_id"] and first.distance == pytest.approx(0, abs=1e-4)
+        assert [n.item_id for n in filed.neighbours[1:]] == [n.item_id for n in stored.neighbours]
+        dists = [n.distance for n in stored.neighbours]
+        assert dists == sorted(dists)
+
+
+def test_the_index_is_saved_once_per_embedding(compared: tuple[str, Path]) -> None:
+    store_url, _ = compared
+    store = VoxelStore.open(store_url)
+    item = store.records()[0]["item_id"]
+    similar(store_url, stored_query(store, item), k=3, methods=["ae"])
+    run_url = next(m.run_url for m in similar(store_url, stored_query(store, item), k=1, methods=["ae"]))
+    run = open_storage(run_url)
+    blob = run.read_bytes("similar/all.faiss")
+    x, rows, _ = read_embedding(run_url, "all")
+    assert flat_index(run_url, x, rows).ntotal == len(x)
+    assert run.read_bytes("similar/all.faiss") == blob  # read back, not rebuilt
+    flat_index(run_url, x[:-1], rows[:-1])  # another embedding (the store grew, say): rebuilt
+    assert run.read_json("similar/all.json")["n"] == len(x) - 1
+
+
+def test_cli_similar_table_json_html_and_bad_queries(compared: tuple[str, Path], tmp_path: Path) -> None:
+    store_url, _ = compared
+    store = VoxelStore.open(store_url)
+    item = store.records()[3]["item_id"]
+    runner = CliRunner()
+    res = runner.invoke(app, ["similar", item, "--data", store_url, "--k", "4", "--json"], env=ENV)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["query"] == item and doc["stored"] and set(doc["methods"]) == {"raw", "ae"}
+    assert all(len(m["neighbours"]) == 4 for m in doc["methods"].values())
+    page = tmp_path / "s.html"
+    res = runner.invoke(app, ["similar", item, "--data", store_url, "--methods", "raw", "--html", str(page)], env=ENV)
+    assert res.exit_code == 0, res.output
+    assert "raw: stored scans nearest to" in res.stdout and "data:image/png;base64," in page.read_text()
+
+    for args, message in [
+        (["no-such-item"], "no stored item with id 'no-such-item'"),
+        ([item, "--methods", "vrn"], "no finished method vrn"),
+    ]:
+        res = runner.invoke(app, ["similar", *args, "--data", store_url], env=ENV)
+        assert res.exit_code == 2 and message in res.stderr, res.output
+    bad = tmp_path / "broken.off"
+    bad.write_text("OFF\n3 1 0\n0 0 0\n")
+    res = runner.invoke(app, ["similar", str(bad), "--data", store_url], env=ENV)
+    assert res.exit_code == 2 and "broken.off" in res.stderr, res.output
+    with pytest.raises(SimilarError, match="k must be at least 1"):
+        similar(store_url, stored_query(store, item), k=0)
+    np.testing.assert_array_equal(stored_query(store, item).grid, store.read([store.records()[3]["row"]])[0])
