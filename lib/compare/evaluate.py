@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from lib.compare.figures import FigureInputs, method_images
+from lib.compare.ids import PreviousClusters, match_ids, read_previous
 from lib.compare.records import MethodResult, SplitMetrics
 from lib.compare.rows import CompareConfig, CompareError, MethodEntry, entry_seed, is_supervised
 from lib.evaluation.inputs import ClusterError
@@ -116,6 +117,9 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
     restarts = label_scores(score, labels, splits, trials, cfg.restarts)
     metrics, scored = score.metrics, score.scored_split
     assign = km.labels
+    ids, next_id = match_ids(assign, rows, k, _previous_clusters(data_url, entry.name))
+    for split_metrics in metrics.values():  # the clusters as the report names them: their stable ids
+        split_metrics["clusters"] = [ids[int(c)] for c in split_metrics["clusters"]]
     own = None
     if get_method(entry.method).assigns:
         sel = splits == "test" if scored == "test" else np.ones(len(x), bool)
@@ -131,12 +135,20 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
     known = captures != ""  # stores made before captures were recorded have none
     capture_nmi = nmi(captures[known].astype(str), assign[known]) if len(set(captures[known])) > 1 else None
 
-    images = method_images(FigureInputs(entry.name, x, rows, labels, list(m.classes), score, store), out, cfg)
+    images = method_images(FigureInputs(entry.name, x, rows, labels, list(m.classes), score, store, ids), out, cfg)
     assignments_key = f"clusters/{entry.name}.json"
     out.write_json(
         assignments_key,
-        {"rows": [int(r) for r in rows], "clusters": [int(c) for c in assign], "k": int(k), "method": entry.name},
+        {
+            "rows": [int(r) for r in rows],
+            "clusters": [ids[int(c)] for c in assign],
+            "k": int(k),
+            "ids": ids,  # k-means label -> stable id
+            "next_id": next_id,
+            "method": entry.name,
+        },
     )
+    save_model(out, entry.name, score, ids)
     run_metrics = dict(attrs.get("metrics") or {})
     history = list(attrs.get("history") or [])
     return MethodResult.model_validate(
@@ -175,6 +187,37 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
             },
         }
     )
+
+
+def _previous_clusters(data_url: str, name: str) -> PreviousClusters | None:
+    """The method's clusters in the store's latest report, if any (what the new ids are matched to)."""
+    from lib.compare.publish import latest_report_url
+
+    try:
+        return read_previous(open_storage(latest_report_url(data_url)), name)
+    except (CompareError, FileNotFoundError):
+        return None
+
+
+def save_model(out: Storage, name: str, score: EmbeddingScore, ids: list[int]) -> None:
+    """The method's clustering model beside its assignment: ``clusters/<name>.npz`` (the PCA that made the
+    clustered features from the embedding, whether rows were then L2-normalised, the centroids in label order
+    and their stable ids) and ``clusters/<name>.faiss``, a faiss index of the centroids that answers with the
+    stable ids: a new item's cluster, without clustering again."""
+    import io
+
+    import faiss
+
+    centroids = np.ascontiguousarray(score.kmeans.centroids, dtype=np.float32)
+    parts: dict[str, Any] = {"centroids": centroids, "ids": np.asarray(ids, np.int64), "l2": np.bool_(score.l2)}
+    if score.pca is not None:
+        parts |= {"pca_mean": score.pca.mean, "pca_components": score.pca.components, "pca_scale": score.pca.scale}
+    buf = io.BytesIO()
+    np.savez(buf, **parts)
+    out.write_bytes(f"clusters/{name}.npz", buf.getvalue())
+    index = faiss.IndexIDMap(faiss.IndexFlatL2(centroids.shape[1]))
+    index.add_with_ids(centroids, np.asarray(ids, np.int64))
+    out.write_bytes(f"clusters/{name}.faiss", faiss.serialize_index(index).tobytes())
 
 
 def _num(value: Any) -> float | None:

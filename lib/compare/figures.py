@@ -24,6 +24,7 @@ class FigureInputs:
     classes: list[str]
     score: EmbeddingScore
     store: VoxelStore  # for the thumbnails of cluster members
+    ids: list[int] | None = None  # the stable id of each k-means label (None: the labels)
 
 
 def method_images(inputs: FigureInputs, out: Storage, cfg: CompareConfig) -> dict[str, str]:
@@ -51,7 +52,8 @@ def method_images(inputs: FigureInputs, out: Storage, cfg: CompareConfig) -> dic
                 title=f"{name}: classes x clusters ({scored} split)",
             ),
         )
-    cluster_names = [f"cluster {c}" for c in range(int(assign.max()) + 1)]
+    ids = inputs.ids or list(range(len(centroids)))
+    cluster_names = [f"cluster {ids[c]}" for c in range(int(assign.max()) + 1)]
     label_names = classes if labelled else None
     put(
         "pca",
@@ -86,7 +88,7 @@ def method_images(inputs: FigureInputs, out: Storage, cfg: CompareConfig) -> dic
             continue
         d = ((feats[members] - centroids[c]) ** 2).sum(axis=1)
         pick = members[np.argsort(d, kind="stable")[: cfg.strip_members]]
-        groups.append((f"{c} ({len(members)})", store.read(rows[pick])))
+        groups.append((f"{ids[c]} ({len(members)})", store.read(rows[pick])))
     if groups:
         put("strips", plots.cluster_strips(groups, max_per_cluster=cfg.strip_members))
     return images

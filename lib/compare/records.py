@@ -28,7 +28,7 @@ class SplitMetrics(_Record):
     n_rows: int
     n_items: int | None = None
     n_clusters: int
-    clusters: list[int]  # the distinct cluster ids, sorted; ``sizes`` follows this order
+    clusters: list[int]  # the distinct clusters' (stable) ids, in k-means label order; ``sizes`` follows it
     sizes: list[int]
     inertia: float
     silhouette: float | None = None

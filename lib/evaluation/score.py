@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lib.evaluation.inputs import F32, ClusterError, _class_labels
 from lib.evaluation.kmeans import ElbowResult, KMeansResult, elbow_ks, elbow_sweep, kmeans
 from lib.evaluation.metrics import ari, cluster_accuracy, cluster_summary, nmi
-from lib.evaluation.pca import fit_pca, l2_normalize
+from lib.evaluation.pca import PCAModel, fit_pca, l2_normalize
 from lib.evaluation.pic import pic
 from lib.evaluation.spectral import spectral
 
@@ -82,6 +82,13 @@ class EmbeddingScore:
     scored_split: str
     pic: dict[str, Any] | None
     spectral: dict[str, Any] | None = None
+    pca: PCAModel | None = None  # the projection k-means saw (None: the embedding as it is); then L2 when ``l2``
+    l2: bool = False
+
+    def features(self, x: npt.ArrayLike) -> F32:
+        """New rows of the embedding as the clustered features (``feats``) are made from it."""
+        out = self.pca.transform(x) if self.pca is not None else np.ascontiguousarray(x, np.float32)
+        return l2_normalize(out) if self.l2 else out
 
 
 def _partition_scores(part: npt.NDArray[np.int64], y: npt.NDArray[Any] | None) -> dict[str, Any]:
@@ -134,10 +141,8 @@ def score_embedding(
     # One PCA fit serves k-means (when wider or whitened) and PIC (always whitened).
     reduce = emb.shape[1] > cfg.pca_dim or cfg.whiten
     model = fit_pca(emb, min(cfg.pca_dim, emb.shape[1])) if reduce or cfg.pic else None
-    if reduce and model is not None:
-        feats = (model.whitened() if cfg.whiten else model).transform(emb)
-    else:
-        feats = np.ascontiguousarray(emb, np.float32)
+    projection = (model.whitened() if cfg.whiten else model) if reduce and model is not None else None
+    feats = projection.transform(emb) if projection is not None else np.ascontiguousarray(emb, np.float32)
     if cfg.l2:
         feats = l2_normalize(feats)
 
@@ -185,6 +190,8 @@ def score_embedding(
         scored_split=scored,
         pic=pic_scores,
         spectral=spectral_scores,
+        pca=projection,
+        l2=cfg.l2,
     )
 
 
