@@ -538,6 +538,50 @@ def export(
 
 
 @app.command()
+def assign(
+    data_url: StoreOpt = None,
+    batches: Annotated[
+        str | None, typer.Option("--batches", help="comma-separated batches (default: every item not yet clustered)")
+    ] = None,
+    methods: Methods = None,
+    as_json: AsJson = False,
+) -> None:
+    """Assign new items to the clusters of the latest comparison (each method's run embeds them, the report's
+    clustering model places them; no re-clustering), with their novelty; kept in the report folder."""
+    with _user_errors():
+        from lib.compare.assign import assign as run_assign
+
+        names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+        wanted = [b.strip() for b in batches.split(",") if b.strip()] if batches else None
+        report_url, found = run_assign(_store_url(data_url), wanted, names)
+        if as_json:
+            doc = {
+                "report_url": report_url,
+                "methods": {
+                    a.method: {
+                        "rows": a.rows.tolist(),
+                        "clusters": a.ids.tolist(),
+                        "novelty": [round(float(v), 4) for v in a.novelty],
+                        "novel": a.novel.tolist(),
+                        "threshold": a.threshold,
+                    }
+                    for a in found
+                },
+            }
+            out.print_json(json.dumps(doc))
+            return
+        import numpy as np
+
+        table = Table(title=f"assigned to the clusters of {report_url}")
+        for col in ("method", "items", "clusters joined", "novel"):
+            table.add_column(col, justify="left" if col == "method" else "right")
+        for a in found:
+            joined = ", ".join(f"{c}: {n}" for c, n in zip(*np.unique(a.ids, return_counts=True), strict=True))
+            table.add_row(a.method, str(len(a.rows)), joined or "–", str(int(a.novel.sum())))
+        out.print(table)
+
+
+@app.command()
 def similar(
     query: Annotated[str, typer.Argument(help="a stored item id, or a scan file not in the store")],
     data_url: StoreOpt = None,

@@ -201,23 +201,39 @@ def _previous_clusters(data_url: str, name: str) -> PreviousClusters | None:
 
 def save_model(out: Storage, name: str, score: EmbeddingScore, ids: list[int]) -> None:
     """The method's clustering model beside its assignment: ``clusters/<name>.npz`` (the PCA that made the
-    clustered features from the embedding, whether rows were then L2-normalised, the centroids in label order
-    and their stable ids) and ``clusters/<name>.faiss``, a faiss index of the centroids that answers with the
-    stable ids: a new item's cluster, without clustering again."""
+    clustered features from the embedding, whether rows were then L2-normalised, the centroids in label order,
+    their stable ids, each cluster's spread and the novelty threshold, see :func:`cluster_spread`) and
+    ``clusters/<name>.faiss``, a faiss index of the centroids that answers with the stable ids: a new item's
+    cluster, without clustering again."""
     import io
 
     import faiss
 
     centroids = np.ascontiguousarray(score.kmeans.centroids, dtype=np.float32)
+    spread, threshold = cluster_spread(score.feats, score.kmeans.labels, centroids)
     parts: dict[str, Any] = {"centroids": centroids, "ids": np.asarray(ids, np.int64), "l2": np.bool_(score.l2)}
+    parts |= {"spread": spread, "novelty_threshold": np.float64(threshold)}
     if score.pca is not None:
-        parts |= {"pca_mean": score.pca.mean, "pca_components": score.pca.components, "pca_scale": score.pca.scale}
+        pca = score.pca
+        parts |= {f"pca_{f}": getattr(pca, f) for f in ("mean", "components", "explained_variance", "scale")}
     buf = io.BytesIO()
     np.savez(buf, **parts)
     out.write_bytes(f"clusters/{name}.npz", buf.getvalue())
     index = faiss.IndexIDMap(faiss.IndexFlatL2(centroids.shape[1]))
     index.add_with_ids(centroids, np.asarray(ids, np.int64))
     out.write_bytes(f"clusters/{name}.faiss", faiss.serialize_index(index).tobytes())
+
+
+def cluster_spread(feats: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, float]:
+    """Each cluster's spread (the root mean square distance of its members to its centroid; 1e-6 at least)
+    and the novelty threshold: the 99th percentile, over the clustered items, of their distance to their
+    centroid divided by their cluster's spread. An item assigned later beyond it is flagged novel."""
+    d = np.sqrt(((feats - centroids[labels]) ** 2).sum(axis=1))
+    k = len(centroids)
+    counts = np.bincount(labels, minlength=k)
+    sums = np.bincount(labels, weights=d**2, minlength=k)
+    spread = np.maximum(np.sqrt(sums / np.maximum(counts, 1)), 1e-6)
+    return spread, float(np.percentile(d / spread[labels], 99)) if len(d) else 0.0
 
 
 def _num(value: Any) -> float | None:

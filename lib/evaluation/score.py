@@ -87,8 +87,14 @@ class EmbeddingScore:
 
     def features(self, x: npt.ArrayLike) -> F32:
         """New rows of the embedding as the clustered features (``feats``) are made from it."""
-        out = self.pca.transform(x) if self.pca is not None else np.ascontiguousarray(x, np.float32)
-        return l2_normalize(out) if self.l2 else out
+        return clustered_features(x, self.pca, self.l2)
+
+
+def clustered_features(x: npt.ArrayLike, pca: PCAModel | None, l2: bool) -> F32:
+    """Embedding rows as k-means saw them: projected by ``pca`` (when there was one), then L2-normalised when
+    ``l2``."""
+    out = pca.transform(x) if pca is not None else np.ascontiguousarray(x, np.float32)
+    return l2_normalize(out) if l2 else out
 
 
 def _partition_scores(part: npt.NDArray[np.int64], y: npt.NDArray[Any] | None) -> dict[str, Any]:

@@ -1,0 +1,112 @@
+"""voxclust assign: a new batch joins the latest report's clusters without re-clustering; the clustered items
+land in their own clusters, assigning twice changes nothing, far-off items are flagged novel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lib.compare.assign import AssignError, ClusterModel, assign
+from lib.compare.ids import read_previous
+from lib.compare.publish import latest_report_url
+from lib.scans.demo import write_demo_batch
+from lib.scans.readers.base import ReadLimits
+from lib.storage import open_storage
+from lib.voxels.ingest import plan_batch, process_chunk
+from lib.voxels.store import VoxelStore
+from voxclust.cli import app
+
+ENV = {"NO_COLOR": "1", "COLUMNS": "200"}
+
+
+def _voxelize(batch: Path, store_url: str, name: str, seed: int, n_per_class: int) -> None:
+    write_demo_batch(str(batch), n_per_class=n_per_class, seed=seed)
+    plan = plan_batch(str(batch), store_url, batch_name=name)
+    for job in plan.jobs:
+        process_chunk(job, str(batch), store_url, plan.voxel, ReadLimits())
+    VoxelStore.open(store_url).finalize()
+
+
+@pytest.fixture(scope="module")
+def two_batches(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A store compared after its first batch (raw voxels and a brief autoencoder), then given a second."""
+    from flows.compare import compare_methods
+    from flows.runners import prefect_api
+    from lib.compare.rows import CompareConfig, MethodEntry
+
+    root = tmp_path_factory.mktemp("assign")
+    store_url = str(root / "store")
+    _voxelize(root / "b1", store_url, "b1", seed=0, n_per_class=5)
+    entries = [
+        MethodEntry(name="raw", method="raw"),
+        MethodEntry(name="ae", method="autoencoder", options={"epochs": 1, "width": 4, "latent": 16}),
+    ]
+    cfg = CompareConfig(tsne=False, elbow_k_max=4, strip_members=2, pic=False, spectral=False)
+    with prefect_api():
+        compare_methods(store_url, entries, cfg, device="cpu")
+    _voxelize(root / "b2", store_url, "b2", seed=3, n_per_class=2)
+    return store_url
+
+
+def test_a_new_batch_joins_the_existing_clusters_idempotently(two_batches: str) -> None:
+    store = VoxelStore.open(two_batches)
+    b2 = sorted(int(r["row"]) for r in store.records() if r["batch"] == "b2")
+    report_url, first = assign(two_batches)  # default: what the report did not cluster, i.e. batch b2
+    assert [a.method for a in first] == ["raw", "ae"] and all(a.rows.tolist() == b2 for a in first)
+    report = open_storage(report_url)
+    for a in first:
+        known = set(read_previous(report, a.method).ids_by_row.values())  # type: ignore[union-attr]
+        assert set(a.ids.tolist()) <= known  # joined existing clusters, none made up
+    kept = report.read_json("assigned/raw.json")
+    _, again = assign(two_batches, batches=["b2"])
+    assert report.read_json("assigned/raw.json") == kept  # the same items twice: the same entries
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_allclose(a.novelty, b.novelty)
+
+
+def test_clustered_items_are_assigned_to_their_own_cluster(two_batches: str) -> None:
+    _, found = assign(two_batches, batches=["b1"], methods=["raw"])
+    report = open_storage(latest_report_url(two_batches))
+    ids = read_previous(report, "raw")
+    assert ids is not None
+    a = found[0]
+    assert [ids.ids_by_row[int(r)] for r in a.rows] == a.ids.tolist()
+    assert a.novel.mean() <= 0.05  # the threshold is the 99th percentile of these very items
+
+
+def test_far_items_are_novel() -> None:
+    model = ClusterModel(
+        centroids=np.array([[0.0, 0.0], [10.0, 0.0]], np.float32),
+        ids=np.array([4, 9]),
+        spread=np.array([1.0, 2.0]),
+        threshold=3.0,
+        l2=False,
+    )
+    ids, dist, novelty = model.assign(np.array([[0.5, 0.0], [10.0, 4.0], [0.0, 50.0]], np.float32))
+    assert ids.tolist() == [4, 9, 4] and dist[:2] == pytest.approx([0.5, 4.0])
+    assert novelty.tolist() == pytest.approx([0.5, 2.0, 50.0])
+
+
+def test_cli_assign_and_bad_input(two_batches: str, tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["assign", "--data", two_batches, "--batches", "b2", "--json"], env=ENV)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert set(doc["methods"]) == {"raw", "ae"} and len(doc["methods"]["raw"]["clusters"]) == 14
+    res = runner.invoke(app, ["assign", "--data", two_batches], env=ENV)
+    assert res.exit_code == 0 and "clusters joined" in res.stdout, res.output
+    res = runner.invoke(app, ["assign", "--data", two_batches, "--batches", "b9"], env=ENV)
+    assert res.exit_code == 2 and "no batch b9" in res.stderr
+    res = runner.invoke(app, ["assign", "--data", two_batches, "--methods", "vrn"], env=ENV)
+    assert res.exit_code == 2 and "no finished method vrn" in res.stderr
+    with pytest.raises(AssignError, match="no batch"):
+        assign(two_batches, batches=["nope"])
+    empty = str(tmp_path / "empty")
+    VoxelStore.open_or_create(empty)
+    res = runner.invoke(app, ["assign", "--data", empty], env=ENV)
+    assert res.exit_code == 2 and "no comparison report yet" in res.stderr
