@@ -570,14 +570,14 @@ def assign(
             }
             out.print_json(json.dumps(doc))
             return
-        import numpy as np
+        from lib.compare.assign import summary_row
 
         table = Table(title=f"assigned to the clusters of {report_url}")
-        for col in ("method", "items", "clusters joined", "novel"):
-            table.add_column(col, justify="left" if col == "method" else "right")
-        for a in found:
-            joined = ", ".join(f"{c}: {n}" for c, n in zip(*np.unique(a.ids, return_counts=True), strict=True))
-            table.add_row(a.method, str(len(a.rows)), joined or "–", str(int(a.novel.sum())))
+        rows = [summary_row(a, wanted) for a in found]
+        for col in ("method", "batches", "items", "clusters joined", "novel"):
+            table.add_column(col, justify="right" if col in ("items", "novel") else "left")
+        for row in rows:
+            table.add_row(*(str(row[c]) for c in ("method", "batches", "items", "clusters joined", "novel")))
         out.print(table)
 
 

@@ -138,6 +138,18 @@ def assign(
     return report_url, out
 
 
+def summary_row(a: MethodAssignment, batches: list[str] | None) -> dict[str, Any]:
+    """One table row of an assignment: method, batches, items, the clusters they joined (id: count), novel."""
+    ids, counts = np.unique(a.ids, return_counts=True)
+    return {
+        "method": a.method,
+        "batches": ", ".join(batches) if batches else "not yet clustered",
+        "items": len(a.rows),
+        "clusters joined": ", ".join(f"{int(c)}: {int(n)}" for c, n in zip(ids, counts, strict=True)) or "–",
+        "novel": int(a.novel.sum()),
+    }
+
+
 def _keep(report: Storage, a: MethodAssignment) -> None:
     """Merge into ``assigned/<method>.json``: one entry per row, the latest assignment of each."""
     key = f"assigned/{a.method}.json"

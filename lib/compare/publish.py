@@ -24,6 +24,11 @@ def new_report_url(data_url: str) -> str:
     return f"{data_url.rstrip('/')}/{REPORTS}/compare-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def has_report(data_url: str) -> bool:
+    """Whether the store has a comparison report yet."""
+    return open_storage(f"{data_url.rstrip('/')}/{REPORTS}").exists(LATEST)
+
+
 def latest_report_url(data_url: str) -> str:
     storage = open_storage(f"{data_url.rstrip('/')}/{REPORTS}")
     if not storage.exists(LATEST):

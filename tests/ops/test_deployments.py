@@ -76,6 +76,25 @@ def test_pipeline_voxelizes_a_batch_and_publishes_the_comparison(prefect_api: st
     assert open_storage(html.rsplit("/", 1)[0]).exists("report.html")
 
 
+def test_a_later_batch_joins_the_clusters_unless_told_to_recluster(prefect_api: str, tmp_path: Path) -> None:
+    from flows.pipeline import pipeline
+    from lib.compare.rows import CompareConfig
+
+    store = str(tmp_path / "store")
+    config = CompareConfig(k=3, tsne=False, elbow_k_max=4, pic=False, spectral=False)
+    b1, b2 = str(tmp_path / "inbox" / "b1"), str(tmp_path / "inbox" / "b2")
+    write_demo_batch(b1, n_per_class=2, seed=0)
+    write_demo_batch(b2, n_per_class=2, seed=1)
+    first = pipeline(b1, store, preset="demo", methods=["raw"], config=config)
+    second = pipeline(b2, store, preset="demo", methods=["raw"], config=config)
+    assert "compare" in first and "compare" not in second
+    (row,) = second["assign"]["rows"]
+    assert row["method"] == "raw" and row["batches"] == "b2" and row["items"] == 14
+    assert sum(int(part.split(": ")[1]) for part in row["clusters joined"].split(", ")) == 14
+    again = pipeline(b2, store, preset="demo", methods=["raw"], config=config, recluster=True)
+    assert again["compare"]["n_items"] == 28  # asked to: the grown store clustered anew
+
+
 def test_pipeline_refuses_unknown_methods_before_any_work(prefect_api: str, tmp_path: Path) -> None:
     from flows.pipeline import pipeline
     from lib.compare.rows import CompareError
