@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, cast
 
@@ -22,7 +23,7 @@ from flows.features import train_features
 from lib.compare.evaluate import failed_record
 from lib.compare.publish import new_report_url
 from lib.compare.records import MethodResult
-from lib.compare.rows import CompareConfig, MethodEntry, default_entries, run_url_for, seeded_entry
+from lib.compare.rows import CompareConfig, MethodEntry, current_run, default_entries, seeded_entry
 from lib.compare.spread import combine_seeds
 from lib.features.base import MethodError
 from lib.features.runs import Region, RunRequest
@@ -109,10 +110,12 @@ def _train_one_by_one(
         row: list[MethodResult] = []
         for i, entry in enumerate(seeded):
             try:
-                run_url = run_url_for(data_url, entry)
+                run_url, note = current_run(data_url, entry, None if train else math.inf)
             except MethodError as exc:
                 row.append(failed_record(entry, str(exc)))
                 continue
+            if note:
+                log.info(note)
             if train:
                 if run_url not in trained:  # a method that does not train has one run for all its seeds
                     trained[run_url] = _train(entry, data_url, run_url, device)
@@ -124,7 +127,7 @@ def _train_one_by_one(
             rec = evaluate_method(data_url, entry, run_url, out_url, cfg, None, i)
             if not rec.ok:
                 log.warning("%s: %s", entry.name, rec.error)
-            row.append(rec)
+            row.append(rec.model_copy(update={"note": note}) if note else rec)
         records.append(row)
     return records
 
@@ -138,16 +141,20 @@ def _train_side_by_side(
     threads = settings().train_threads or cpu_share(workers)
     log.info("training up to %d runs side by side, %d CPU thread(s) each", workers, threads)
     records: dict[tuple[int, int], MethodResult] = {}
+    notes: dict[tuple[int, int], str] = {}  # why a run is a new one (the store grew)
     waiting: dict[str, list[tuple[int, int, MethodEntry]]] = {}  # run URL -> the jobs that score it
     for i in range(max(len(seeded) for seeded in jobs) if jobs else 0):
         for r, seeded in enumerate(jobs):
             if i >= len(seeded):
                 continue
             try:
-                run_url = run_url_for(data_url, seeded[i])
+                run_url, note = current_run(data_url, seeded[i])
             except MethodError as exc:
                 records[r, i] = failed_record(seeded[i], str(exc))
                 continue
+            if note:
+                log.info(note)
+                notes[r, i] = note
             waiting.setdefault(run_url, []).append((r, i, seeded[i]))
     trainings: dict[PrefectFuture[Any], str] = {}
     for run_url, scored in waiting.items():
@@ -177,6 +184,8 @@ def _train_side_by_side(
             records[r, i] = failed_record(jobs[r][i], f"evaluation failed: {exc}")
         if not records[r, i].ok:
             log.warning("%s: %s", jobs[r][i].name, records[r, i].error)
+        if (r, i) in notes:
+            records[r, i] = records[r, i].model_copy(update={"note": notes[r, i]})
     return [[records[r, i] for i in range(len(seeded))] for r, seeded in enumerate(jobs)]
 
 

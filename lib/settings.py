@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     max_attempts: int = 3  # pipeline runs per batch (a failed run is retried by the next watch)
     train_handoff: Literal["auto", "deployment", "inprocess"] = "auto"  # see flows.compare
     train_deployment: str = "train-features/train"
+    retrain_growth: float = 0.5  # compare trains a new run once the store grew by more than this share since
     seeds: int = 1  # training runs per compare row (seeds 0..N-1): the report gives their mean and spread
     train_workers: int = 1  # trainings side by side in compare (each a Dask task); 1 trains one after another
     mixed_precision: Literal["bf16", "off"] = "bf16"  # autocast for training on CUDA (never used on CPU)

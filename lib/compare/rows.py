@@ -195,6 +195,33 @@ def entry_seed(entry: MethodEntry) -> int | None:
     return int(entry.options.get("seed", fields["seed"].default))
 
 
+def current_run(data_url: str, entry: MethodEntry, growth: float | None = None) -> tuple[str, str | None]:
+    """The entry's run to use now, and why it is a new one (None when it is not).
+
+    Runs live at ``run_url_for`` and, once retrained, at ``<that>.g2``, ``.g3``, ...: the newest generation
+    is used, unless the store's training region has grown by more than ``growth`` (default: setting
+    ``retrain_growth``, 0.5 = 50%) since that run was created, when the next generation is returned: a
+    new run, trained on the grown store."""
+    from lib.features.runs import RUN_JSON, RunSpec, region_size
+
+    base = run_url_for(data_url, entry)
+    urls = [base]
+    while open_storage(urls[-1]).exists(RUN_JSON):
+        urls.append(f"{base}.g{len(urls) + 1}")
+    if len(urls) == 1:  # no run yet
+        return base, None
+    newest = urls[-2]
+    spec = RunSpec.model_validate(open_storage(newest).read_json(RUN_JSON))
+    limit = settings().retrain_growth if growth is None else growth
+    if spec.trained_items is None or not spec.trained_items:
+        return newest, None
+    now = region_size(data_url, spec.region)
+    if now <= spec.trained_items * (1 + limit):
+        return newest, None
+    grew = f"the store grew from {spec.trained_items} to {now} training items since its run (over {limit:.0%})"
+    return urls[-1], f"{entry.name}: {grew}: trained a new run"
+
+
 def discover_entries(data_url: str) -> list[MethodEntry]:
     """The entries of the runs already under ``<store>/runs`` that a comparison made (``<name>-<hash>`` folders
     whose hash matches their method and config), in name order."""

@@ -93,6 +93,7 @@ class RunSpec(BaseModel):
     region: Region
     device: str = "auto"
     created: float = Field(default_factory=time.time)
+    trained_items: int | None = None  # items of its region when the run was created (None: made before)
 
     def same_as(self, other: RunSpec) -> bool:
         keys = ("method", "config", "data", "region")
@@ -110,6 +111,19 @@ def resolve_region(store: VoxelStore, region: Region) -> Region:
         return region
     has_train = any(r["split"] == "train" for r in store.records())
     return region.model_copy(update={"split": "train" if has_train else "all"})
+
+
+def region_size(data_url: str, region: Region) -> int:
+    """How many stored items a region holds now (read from the manifest: no grid is read)."""
+    store = VoxelStore.open(data_url)
+    region = resolve_region(store, region)
+    return sum(
+        1
+        for r in store.manifest().items
+        if r["status"] == STORED
+        and (region.split == "all" or r["split"] == region.split)
+        and (region.batches is None or r["batch"] in region.batches)
+    )
 
 
 def load_region(data_url: str, region: Region) -> VoxelData:
@@ -232,7 +246,14 @@ def create_run(request: RunRequest) -> RunRef:
     data = load_region(request.data_url, region)
     cls.check(cfg, data)
     cls.check_sources(cfg, store.url)
-    spec = RunSpec(method=method, config=cfg.model_dump(mode="json"), data=store.url, region=region, device=device)
+    spec = RunSpec(
+        method=method,
+        config=cfg.model_dump(mode="json"),
+        data=store.url,
+        region=region,
+        device=device,
+        trained_items=len(data),
+    )
     storage = open_storage(request.run_url or default_run_url(store.url, method))
     storage.check()
     with storage.lock("run", timeout_s=30):

@@ -22,6 +22,7 @@ from lib.report.table import (
     columns,
     failed_methods,
     fmt,
+    method_notes,
     suggested_k,
     table_rows,
     verdict_text,
@@ -70,6 +71,10 @@ def render_markdown(report: Mapping[str, Any], links: Mapping[str, str] | None =
     suggested = suggested_k(report)
     if suggested:
         lines += ["", "**Suggested k (elbow knee):** " + "; ".join(f"{_md(n)}: {_md(k)}" for n, k in suggested)]
+
+    notes = method_notes(report)
+    if notes:
+        lines += ["", "**Notes:**", ""] + [f"- {_md(note)}" for note in notes]
 
     failed = failed_methods(report)
     if failed:

@@ -277,6 +277,11 @@ def suggested_k(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def method_notes(report: Mapping[str, Any]) -> list[str]:
+    """The methods' notes (e.g. that a run was trained anew because the store grew)."""
+    return [str(m["note"]) for m in method_entries(report) if m.get("note")]
+
+
 def failed_methods(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(method name, error message) for each method whose status is not "ok"."""
     return [

@@ -21,7 +21,7 @@ from lib.compare.evaluate import evaluate_method
 from lib.compare.publish import export_csv, latest_report_url
 from lib.compare.records import read_report
 from lib.compare.rows import CompareConfig, CompareError, MethodEntry, discover_entries, resolve_entries, run_url_for
-from lib.features.runs import RunRequest, create_run, read_embedding, train_run
+from lib.features.runs import Region, RunRequest, create_run, read_embedding, train_run
 from lib.storage import open_storage
 from lib.voxels.importer import import_npz
 from lib.voxels.store import VoxelStore
@@ -379,3 +379,37 @@ def test_two_seeds_give_two_runs_and_a_spread(prefect_api: str, tmp_path: Path) 
     res = runner.invoke(app, ["report", "--data", store, "--no-tsne"], env=env)  # one seed: it says so
     assert res.exit_code == 0, res.output
     assert "from a single training run per method" in " ".join(res.stdout.split())
+
+
+def test_the_retraining_rule_fires_past_the_growth_and_not_before(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run records how many items it trained on; once the store's training region has grown by more than
+    ``retrain_growth`` since, the next comparison trains a new run (``<run>.g2``) and the report says so."""
+    from flows.compare import compare_methods
+    from lib.compare.rows import current_run
+    from lib.features.runs import region_size
+
+    store = str(tmp_path / "store")
+    import_npz(write_npz(tmp_path / "a.npz", n_per_class=16), store, classes=["box", "ball", "rod"])
+    entry = MethodEntry(name="dc", method="deepcluster", options=TINY_DC)
+    base = run_url_for(store, entry)
+    assert current_run(store, entry) == (base, None)  # no run yet: the usual place
+    compare_methods(store, [entry], FAST, device="cpu")
+    trained = region_size(store, Region(split="train"))
+    import_npz(write_npz(tmp_path / "b.npz", n_per_class=6, seed=3), store, batch_name="more")
+    grown = region_size(store, Region(split="train")) / trained - 1
+    assert grown > 0
+    assert current_run(store, entry, growth=grown) == (base, None)  # at the threshold: not yet
+    url, note = current_run(store, entry, growth=grown - 0.01)
+    assert url == f"{base}.g2" and note is not None and "trained a new run" in note
+
+    monkeypatch.setenv("VOXCLUST_RETRAIN_GROWTH", str(grown - 0.01))
+    result = compare_methods(store, [entry], FAST, device="cpu")
+    (row,) = result["rows"]
+    assert row["status"] == "ok"
+    rep = read_report(open_storage(result["report_url"]))
+    assert rep.methods[0].run_url == f"{base}.g2" and "grew from" in (rep.methods[0].note or "")
+    assert "grew from" in open_storage(result["report_url"]).read_bytes("report.html").decode()
+    assert current_run(store, entry) == (f"{base}.g2", None)  # the new run is the one to use from now on
+    assert [e.name for e in discover_entries(store)] == ["dc"]
