@@ -11,7 +11,7 @@ from flows.compare import compare_methods
 from flows.voxelize import run_voxelize
 from lib.compare.assign import AssignError
 from lib.compare.publish import has_report
-from lib.compare.rows import CompareConfig, resolve_entries, trains_on_cuda
+from lib.compare.rows import CompareConfig, current_run, resolve_entries, trains_on_cuda
 from lib.report.table import rounded_rows
 from tasks.compare import assign_batch
 
@@ -30,7 +30,8 @@ def pipeline(
 ) -> dict[str, Any]:
     """Voxelize the batch at ``batch_url`` into the store at ``store_url`` (a Dask LocalCluster, or the
     scheduler at ``dask_address`` / ``VOXCLUST_DASK_ADDRESS``). The store's first batch (or any batch with
-    ``recluster``, or when the latest report lacks one of the methods) then trains or reuses every method of
+    ``recluster``, or when the latest report lacks one of the methods, or when the store has outgrown a run:
+    see :func:`lib.compare.rows.current_run`) then trains or reuses every method of
     ``preset`` (optionally only ``methods``) and publishes the comparison of the whole store; a later batch
     joins the latest report's clusters instead (``assign``: no re-clustering), with its novelty."""
     log = get_run_logger()
@@ -38,7 +39,10 @@ def pipeline(
     voxelized = run_voxelize(dask_address, batch_url=batch_url, store_url=store_url, batch_name=batch_name)
     log.info("batch %s: %d stored, %d failed", voxelized["batch"], voxelized["stored"], voxelized["failed"])
     store = voxelized["store"]["store"]
-    if not recluster and has_report(store):
+    retrain = [note for e in entries if (note := current_run(store, e)[1])]  # the store outgrew a run
+    for note in retrain:
+        log.info("re-clustering: %s", note)
+    if not recluster and not retrain and has_report(store):
         try:
             joined = assign_batch(store, [voxelized["batch"]], [e.name for e in entries])
         except AssignError as exc:

@@ -201,7 +201,8 @@ def current_run(data_url: str, entry: MethodEntry, growth: float | None = None) 
     Runs live at ``run_url_for`` and, once retrained, at ``<that>.g2``, ``.g3``, ...: the newest generation
     is used, unless the store's training region has grown by more than ``growth`` (default: setting
     ``retrain_growth``, 0.5 = 50%) since that run was created, when the next generation is returned: a
-    new run, trained on the grown store."""
+    new run, trained on the grown store. A method that does not train (raw voxels) keeps its run."""
+    from lib.features.registry import get_method
     from lib.features.runs import RUN_JSON, RunSpec, region_size
 
     base = run_url_for(data_url, entry)
@@ -213,7 +214,7 @@ def current_run(data_url: str, entry: MethodEntry, growth: float | None = None) 
     newest = urls[-2]
     spec = RunSpec.model_validate(open_storage(newest).read_json(RUN_JSON))
     limit = settings().retrain_growth if growth is None else growth
-    if spec.trained_items is None or not spec.trained_items:
+    if not spec.trained_items or not get_method(entry.method).trainable:  # raw voxels: nothing to retrain
         return newest, None
     now = region_size(data_url, spec.region)
     if now <= spec.trained_items * (1 + limit):
