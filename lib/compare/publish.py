@@ -8,7 +8,7 @@ import io
 import time
 from typing import Any
 
-from lib.compare.records import REPORT_JSON, MethodResult, Report
+from lib.compare.records import REPORT_JSON, MethodResult, Report, read_report
 from lib.compare.rows import CompareConfig, CompareError
 from lib.report import plots
 from lib.report.html import render_html
@@ -100,13 +100,20 @@ def publish(
 
 
 def assignments_csv(store: VoxelStore, out: Storage, records: list[MethodResult]) -> str:
-    """One line per stored item: item_id, row, split, label, then each method's cluster ('' where none)."""
+    """One line per stored item: item_id, row, split, label, then each method's cluster ('' where none) and,
+    for a method that later placed new items in its clusters (``voxclust assign``), their clusters too and a
+    ``<method>_novel`` column (yes / no; '' for the items it clustered itself)."""
     m = store.manifest()
-    cols: dict[str, dict[int, int]] = {}
+    cols: dict[str, dict[int, Any]] = {}
     for r in records:
         if r.ok:
             data = out.read_json(f"clusters/{r.name}.json")
             cols[r.name] = dict(zip(data["rows"], data["clusters"], strict=True))
+            if out.exists(f"assigned/{r.name}.json"):
+                items = out.read_json(f"assigned/{r.name}.json")["items"]
+                cols[r.name] |= {int(row): a["cluster"] for row, a in items.items() if int(row) not in cols[r.name]}
+                novel = {int(row): "yes" if a["novel"] else "no" for row, a in items.items()}
+                cols[f"{r.name}_novel"] = novel
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["item_id", "row", "split", "label", *cols])
@@ -124,4 +131,6 @@ def export_csv(data_url: str, report_url: str | None = None) -> str:
     storage = open_storage(url)
     if not storage.exists("assignments.csv"):
         raise CompareError(f"{url}: no assignments.csv (not a finished comparison report)")
+    if storage.list("assigned/"):  # items placed in its clusters since: written anew
+        return assignments_csv(VoxelStore.open(data_url), storage, read_report(storage).methods)
     return storage.read_bytes("assignments.csv").decode()

@@ -3,6 +3,8 @@ land in their own clusters, assigning twice changes nothing, far-off items are f
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -100,6 +102,15 @@ def test_cli_assign_and_bad_input(two_batches: str, tmp_path: Path) -> None:
     assert set(doc["methods"]) == {"raw", "ae"} and len(doc["methods"]["raw"]["clusters"]) == 14
     res = runner.invoke(app, ["assign", "--data", two_batches], env=ENV)
     assert res.exit_code == 0 and "clusters joined" in res.stdout, res.output
+    res = runner.invoke(app, ["export", "--data", two_batches], env=ENV)  # assigned items in the CSV, flagged
+    assert res.exit_code == 0, res.output
+    table = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert {"raw", "raw_novel", "ae", "ae_novel"} <= set(table[0])
+    b2 = [r for r in table if r["item_id"].startswith("b2/")]
+    assert len(b2) == 14 and all(r["raw"] != "" and r["raw_novel"] in ("yes", "no") for r in b2)
+    clustered = read_previous(open_storage(latest_report_url(two_batches)), "raw")
+    assert clustered is not None  # the items the report clustered keep their cluster there
+    assert all(int(r["raw"]) == clustered.ids_by_row[int(r["row"])] for r in table if r["item_id"].startswith("b1/"))
     res = runner.invoke(app, ["assign", "--data", two_batches, "--batches", "b9"], env=ENV)
     assert res.exit_code == 2 and "no batch b9" in res.stderr
     res = runner.invoke(app, ["assign", "--data", two_batches, "--methods", "vrn"], env=ENV)
