@@ -151,6 +151,11 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
     save_model(out, entry.name, score, ids)
     run_metrics = dict(attrs.get("metrics") or {})
     history = list(attrs.get("history") or [])
+    latest = max(m.batches, key=lambda b: m.batches[b].get("first_seen", 0.0)) if m.batches else None
+    members: dict[int, list[str]] = {}
+    for r, c in zip(rows, assign, strict=True):
+        if latest is not None and by_row[int(r)].get("batch") == latest:
+            members.setdefault(ids[int(c)], []).append(str(by_row[int(r)]["item_id"]))
     return MethodResult.model_validate(
         {
             "name": entry.name,
@@ -179,6 +184,8 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
             "assignments_url": f"{out.url}/{assignments_key}",
             "history": _light_history(history),
             "seed": entry_seed(entry),
+            "latest_batch": latest,
+            "latest_members": dict(sorted(members.items())),
             "spread": {
                 "seeds": [entry_seed(entry) or 0],
                 **{key: [metrics.get(scored, {}).get(key)] for key in ("nmi", "ari", "acc")},

@@ -95,6 +95,8 @@ class MethodResult(_Record):
     run_url: str | None = None
     assignments_url: str | None = None
     history: list[dict[str, int | float]] = Field(default_factory=list)  # per-epoch scalars
+    latest_batch: str | None = None  # the store's newest batch
+    latest_members: dict[int, list[str]] = Field(default_factory=dict)  # cluster id -> its item ids of that batch
     note: str | None = None  # e.g. why its run is a new one (the store grew: see ``retrain_growth``)
     seed: int | None = None  # the training seed of this record's run
     spread: Spread | None = None  # over the row's seeds (the record itself is the first seed's)

@@ -108,6 +108,19 @@ def _cluster_sizes(split: str, metrics: Mapping[str, Any]) -> dict[str, Any] | N
     return {"split": split, "n": len(sizes), "entries": [(str(c), fmt(n)) for c, n in zip(names, sizes, strict=True)]}
 
 
+def _latest_batch(m: Mapping[str, Any], shown: int = 12) -> dict[str, Any] | None:
+    """The items of the store's newest batch in each cluster (at most ``shown`` named per cluster)."""
+    members = m.get("latest_members") or {}
+    if not m.get("latest_batch") or not isinstance(members, Mapping) or not members:
+        return None
+    entries = []
+    for c, items in members.items():
+        names = ", ".join(str(i) for i in list(items)[:shown])
+        more = f" (+{len(items) - shown} more)" if len(items) > shown else ""
+        entries.append((str(c), len(items), names + more))
+    return {"batch": str(m["latest_batch"]), "entries": entries}
+
+
 def render_html(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
     """The whole report as one self-contained HTML5 document (inline CSS, images as data URIs)."""
     cache: dict[str, str] = {}
@@ -177,6 +190,7 @@ def render_html(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
                     (HEADERS.get(str(k), str(k)), fmt(v)) for k, v in (m.get("method_metrics") or {}).items()
                 ],
                 "sizes": sizes,
+                "latest": _latest_batch(m),
                 "images": imgs,
             }
         )

@@ -22,6 +22,7 @@ from lib.report.table import (
     columns,
     failed_methods,
     fmt,
+    method_entries,
     method_notes,
     suggested_k,
     table_rows,
@@ -71,6 +72,13 @@ def render_markdown(report: Mapping[str, Any], links: Mapping[str, str] | None =
     suggested = suggested_k(report)
     if suggested:
         lines += ["", "**Suggested k (elbow knee):** " + "; ".join(f"{_md(n)}: {_md(k)}" for n, k in suggested)]
+
+    latest = [m for m in method_entries(report) if m.get("latest_batch") and m.get("latest_members")]
+    if latest:
+        lines += ["", f"**Latest batch ({_md(latest[0]['latest_batch'])}) per cluster:**", ""]
+        for m in latest:
+            parts = [f"{_md(c)}: {len(items)}" for c, items in m["latest_members"].items()]
+            lines.append(f"- {_md(m.get('name', ''))}: " + ", ".join(parts))
 
     notes = method_notes(report)
     if notes:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from lib.compare.assign import AssignError, ClusterModel, assign
 from lib.compare.ids import read_previous
 from lib.compare.publish import latest_report_url
+from lib.compare.records import read_report
 from lib.scans.demo import write_demo_batch
 from lib.scans.readers.base import ReadLimits
 from lib.storage import open_storage
@@ -79,6 +80,10 @@ def test_clustered_items_are_assigned_to_their_own_cluster(two_batches: str) -> 
     a = found[0]
     assert [ids.ids_by_row[int(r)] for r in a.rows] == a.ids.tolist()
     assert a.novel.mean() <= 0.05  # the threshold is the 99th percentile of these very items
+    raw = read_report(report).methods[0]  # the report names, per cluster, the items of the newest batch
+    assert raw.latest_batch == "b1" and sum(len(v) for v in raw.latest_members.values()) == len(a.rows)
+    assert set(raw.latest_members) == set(ids.ids_by_row.values())
+    assert "Items of the latest batch (b1) per cluster" in report.read_bytes("report.html").decode()
 
 
 def test_far_items_are_novel() -> None:
