@@ -189,3 +189,32 @@ def density_shapes() -> dict[str, Any]:
         "cube": trimesh.creation.box(),
         "torus": trimesh.creation.torus(major_radius=1.0, minor_radius=0.3),
     }
+
+
+def voxelize_demo(batch: Path, store_url: str, name: str, seed: int, n_per_class: int) -> None:
+    """A demo scan batch written to ``batch`` and voxelized into the store in this process (no flow)."""
+    from lib.scans.demo import write_demo_batch
+    from lib.scans.readers.base import ReadLimits
+    from lib.voxels.ingest import plan_batch, process_chunk
+    from lib.voxels.store import VoxelStore
+
+    write_demo_batch(str(batch), n_per_class=n_per_class, seed=seed)
+    plan = plan_batch(str(batch), store_url, batch_name=name)
+    for job in plan.jobs:
+        process_chunk(job, str(batch), store_url, plan.voxel, ReadLimits())
+    VoxelStore.open(store_url).finalize()
+
+
+def compare_raw_and_brief_autoencoder(store_url: str) -> None:
+    """compare-methods on the store: raw voxels and a one-epoch autoencoder, no t-SNE / PIC / spectral."""
+    from flows.compare import compare_methods
+    from flows.runners import prefect_api
+    from lib.compare.rows import CompareConfig, MethodEntry
+
+    entries = [
+        MethodEntry(name="raw", method="raw"),
+        MethodEntry(name="ae", method="autoencoder", options={"epochs": 1, "width": 4, "latent": 16}),
+    ]
+    cfg = CompareConfig(tsne=False, elbow_k_max=4, strip_members=2, pic=False, spectral=False)
+    with prefect_api():
+        compare_methods(store_url, entries, cfg, device="cpu")

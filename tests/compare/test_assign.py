@@ -16,42 +16,22 @@ from lib.compare.assign import AssignError, ClusterModel, assign
 from lib.compare.ids import read_previous
 from lib.compare.publish import latest_report_url
 from lib.compare.records import read_report
-from lib.scans.demo import write_demo_batch
-from lib.scans.readers.base import ReadLimits
 from lib.storage import open_storage
-from lib.voxels.ingest import plan_batch, process_chunk
 from lib.voxels.store import VoxelStore
+from tests.support import compare_raw_and_brief_autoencoder, voxelize_demo
 from voxclust.cli import app
 
 ENV = {"NO_COLOR": "1", "COLUMNS": "200"}
 
 
-def _voxelize(batch: Path, store_url: str, name: str, seed: int, n_per_class: int) -> None:
-    write_demo_batch(str(batch), n_per_class=n_per_class, seed=seed)
-    plan = plan_batch(str(batch), store_url, batch_name=name)
-    for job in plan.jobs:
-        process_chunk(job, str(batch), store_url, plan.voxel, ReadLimits())
-    VoxelStore.open(store_url).finalize()
-
-
 @pytest.fixture(scope="module")
 def two_batches(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A store compared after its first batch (raw voxels and a brief autoencoder), then given a second."""
-    from flows.compare import compare_methods
-    from flows.runners import prefect_api
-    from lib.compare.rows import CompareConfig, MethodEntry
-
     root = tmp_path_factory.mktemp("assign")
     store_url = str(root / "store")
-    _voxelize(root / "b1", store_url, "b1", seed=0, n_per_class=5)
-    entries = [
-        MethodEntry(name="raw", method="raw"),
-        MethodEntry(name="ae", method="autoencoder", options={"epochs": 1, "width": 4, "latent": 16}),
-    ]
-    cfg = CompareConfig(tsne=False, elbow_k_max=4, strip_members=2, pic=False, spectral=False)
-    with prefect_api():
-        compare_methods(store_url, entries, cfg, device="cpu")
-    _voxelize(root / "b2", store_url, "b2", seed=3, n_per_class=2)
+    voxelize_demo(root / "b1", store_url, "b1", seed=0, n_per_class=5)
+    compare_raw_and_brief_autoencoder(store_url)
+    voxelize_demo(root / "b2", store_url, "b2", seed=3, n_per_class=2)
     return store_url
 
 

@@ -13,43 +13,26 @@ from typer.testing import CliRunner
 
 from lib.compare.similar import SimilarError, file_query, flat_index, similar, stored_query
 from lib.features.runs import read_embedding
-from lib.scans.demo import write_demo_batch
-from lib.scans.readers.base import ReadLimits
 from lib.storage import open_storage
-from lib.voxels.ingest import plan_batch, process_chunk
 from lib.voxels.store import VoxelStore
+from tests.support import compare_raw_and_brief_autoencoder, voxelize_demo
 from voxclust.cli import app
 
 ENV = {"NO_COLOR": "1", "COLUMNS": "200"}
 
 
 @pytest.fixture(scope="module")
-def compared(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+def compared(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A store voxelized from demo scan files (5 per class) and a comparison of raw voxels and a brief
-    autoencoder on it; the batch folder, whose files are the stored items' sources."""
-    from flows.compare import compare_methods
-    from flows.runners import prefect_api
-    from lib.compare.rows import CompareConfig, MethodEntry
-
-    root = tmp_path_factory.mktemp("similar")
-    batch, store_url = root / "batch", str(root / "store")
-    write_demo_batch(str(batch), n_per_class=5, seed=0)
-    plan = plan_batch(str(batch), store_url)
-    for job in plan.jobs:
-        process_chunk(job, str(batch), store_url, plan.voxel, ReadLimits())
-    VoxelStore.open(store_url).finalize()
-    entries = [
-        MethodEntry(name="raw", method="raw"),
-        MethodEntry(name="ae", method="autoencoder", options={"epochs": 1, "width": 4, "latent": 16}),
-    ]
-    cfg = CompareConfig(tsne=False, elbow_k_max=4, strip_members=2, pic=False, spectral=False)
-    with prefect_api():
-        compare_methods(store_url, entries, cfg, device="cpu")
-    return store_url, batch
+    autoencoder on it."""
+    store_url = str(tmp_path_factory.mktemp("similar") / "store")
+    voxelize_demo(Path(store_url).parent / "batch", store_url, "batch", seed=0, n_per_class=5)
+    compare_raw_and_brief_autoencoder(store_url)
+    return store_url
 
 
-def test_a_file_gets_the_neighbours_of_its_stored_copy(compared: tuple[str, Path]) -> None:
-    store_url, _ = compared
+def test_a_file_gets_the_neighbours_of_its_stored_copy(compared: str) -> None:
+    store_url = compared
     store = VoxelStore.open(store_url)
     rec = next(r for r in store.records() if r["source"].endswith(".off") or r["source"].endswith(".stl"))
     by_id = similar(store_url, stored_query(store, rec["item_id"]), k=5)
@@ -65,8 +48,8 @@ def test_a_file_gets_the_neighbours_of_its_stored_copy(compared: tuple[str, Path
         assert dists == sorted(dists)
 
 
-def test_the_index_is_saved_once_per_embedding(compared: tuple[str, Path]) -> None:
-    store_url, _ = compared
+def test_the_index_is_saved_once_per_embedding(compared: str) -> None:
+    store_url = compared
     store = VoxelStore.open(store_url)
     item = store.records()[0]["item_id"]
     similar(store_url, stored_query(store, item), k=3, methods=["ae"])
@@ -80,8 +63,8 @@ def test_the_index_is_saved_once_per_embedding(compared: tuple[str, Path]) -> No
     assert run.read_json("similar/all.json")["n"] == len(x) - 1
 
 
-def test_cli_similar_table_json_html_and_bad_queries(compared: tuple[str, Path], tmp_path: Path) -> None:
-    store_url, _ = compared
+def test_cli_similar_table_json_html_and_bad_queries(compared: str, tmp_path: Path) -> None:
+    store_url = compared
     store = VoxelStore.open(store_url)
     item = store.records()[3]["item_id"]
     runner = CliRunner()
