@@ -11,7 +11,7 @@ from flows.compare import compare_methods
 from flows.voxelize import run_voxelize
 from lib.compare.assign import AssignError
 from lib.compare.publish import has_report
-from lib.compare.rows import CompareConfig, current_run, resolve_entries, trains_on_cuda
+from lib.compare.rows import CompareConfig, CompareError, current_run, resolve_entries, trains_on_cuda
 from lib.report.table import rounded_rows
 from tasks.compare import assign_batch
 
@@ -45,7 +45,7 @@ def pipeline(
     if not recluster and not retrain and has_report(store):
         try:
             joined = assign_batch(store, [voxelized["batch"]], [e.name for e in entries])
-        except AssignError as exc:
+        except (AssignError, CompareError) as exc:  # no model, or a method the report lacks
             log.info("re-clustering: %s", exc)
         else:
             create_table_artifact(

@@ -20,8 +20,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from lib.compare.publish import latest_report_url
-from lib.compare.records import read_report
+from lib.compare.publish import finished_runs, latest_report_url
+from lib.compare.records import Report, read_report
 from lib.errors import VoxclustError
 from lib.evaluation.pca import PCAModel
 from lib.evaluation.score import clustered_features
@@ -30,29 +30,25 @@ from lib.voxels.store import VoxelStore
 
 
 class AssignError(VoxclustError, ValueError):
-    """Nothing to assign to (no report, no model for a method) or unknown batches or methods."""
+    """Nothing to assign to (no model for a method, a run of another resolution) or unknown batches."""
 
 
 @dataclass(frozen=True)
 class ClusterModel:
     """A method's clustering model of one report (see :func:`lib.compare.evaluate.save_model`)."""
 
-    centroids: np.ndarray  # (k, d) float32, label order
-    ids: np.ndarray  # stable id per label
-    spread: np.ndarray  # per label
+    index: faiss.Index  # the centroids, answering with their stable ids
+    spread: dict[int, float]  # stable id -> the cluster's spread
     threshold: float
     l2: bool
     pca: PCAModel | None = None
 
     def assign(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(stable id, distance to that centroid, novelty score) of each embedding row."""
-        feats = clustered_features(x, self.pca, self.l2)
-        index = faiss.IndexFlatL2(self.centroids.shape[1])
-        index.add(np.ascontiguousarray(self.centroids, dtype=np.float32))
-        d2, label = index.search(feats, 1)
-        label = label[:, 0]
+        d2, found = self.index.search(clustered_features(x, self.pca, self.l2), 1)
+        ids = found[:, 0].astype(np.int64)
         dist = np.sqrt(np.maximum(d2[:, 0], 0.0))
-        return self.ids[label], dist, dist / self.spread[label]
+        return ids, dist, dist / np.array([self.spread[int(i)] for i in ids], dtype=np.float64)
 
 
 def load_model(report: Storage, name: str) -> ClusterModel:
@@ -62,14 +58,9 @@ def load_model(report: Storage, name: str) -> ClusterModel:
     z = np.load(io.BytesIO(report.read_bytes(key)))
     fields = ("mean", "components", "explained_variance", "scale")
     pca = PCAModel(*(z[f"pca_{f}"] for f in fields)) if "pca_mean" in z else None
-    return ClusterModel(
-        centroids=z["centroids"],
-        ids=z["ids"],
-        spread=z["spread"],
-        threshold=float(z["novelty_threshold"]),
-        l2=bool(z["l2"]),
-        pca=pca,
-    )
+    index = faiss.deserialize_index(np.frombuffer(report.read_bytes(f"clusters/{name}.faiss"), dtype=np.uint8))
+    spread = {int(i): float(s) for i, s in zip(z["ids"], z["spread"], strict=True)}
+    return ClusterModel(index, spread, float(z["novelty_threshold"]), bool(z["l2"]), pca)
 
 
 @dataclass(frozen=True)
@@ -86,7 +77,7 @@ class MethodAssignment:
         return self.novelty > self.threshold
 
 
-def rows_to_assign(store: VoxelStore, report: Storage, batches: list[str] | None) -> np.ndarray:
+def rows_to_assign(store: VoxelStore, report: Storage, doc: Report, batches: list[str] | None) -> np.ndarray:
     """The stored rows of ``batches`` (default: every stored row the report did not cluster)."""
     recs = store.records()
     if batches:
@@ -95,9 +86,8 @@ def rows_to_assign(store: VoxelStore, report: Storage, batches: list[str] | None
         if unknown:
             raise AssignError(f"{store.url}: no batch {', '.join(unknown)} (batches: {', '.join(sorted(known))})")
         return np.array(sorted(int(r["row"]) for r in recs if r["batch"] in batches), dtype=np.int64)
-    report_doc = read_report(report)
     clustered: set[int] = set()
-    for m in report_doc.methods:
+    for m in doc.methods:
         if m.ok and report.exists(f"clusters/{m.name}.json"):
             clustered |= {int(r) for r in report.read_json(f"clusters/{m.name}.json")["rows"]}
     return np.array(sorted(int(r["row"]) for r in recs if int(r["row"]) not in clustered), dtype=np.int64)
@@ -115,13 +105,8 @@ def assign(
     report_url = latest_report_url(data_url)
     report = open_storage(report_url)
     doc = read_report(report)
-    runs = [(m.name, m.run_url) for m in doc.methods if m.ok and m.run_url]
-    if methods:
-        unknown = sorted(set(methods) - {n for n, _ in runs})
-        if unknown:
-            raise AssignError(f"no finished method {', '.join(unknown)} in the latest report")
-        runs = [(n, u) for n, u in runs if n in methods]
-    rows = rows_to_assign(store, report, batches)
+    runs = finished_runs(doc, methods)
+    rows = rows_to_assign(store, report, doc, batches)
     grids = store.read(rows)
     resolution = store.voxel_config().resolution
     out = []
@@ -130,8 +115,9 @@ def assign(
         method = Session(run_url).method
         if method.info.resolution != resolution:
             raise AssignError(f"{run_url}: trained at {method.info.resolution}^3, the store holds {resolution}^3")
-        x = method.embed(grids) if len(rows) else np.zeros((0, model.centroids.shape[1]), np.float32)
-        ids, dist, novelty = model.assign(x) if len(rows) else (np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+        ids, dist, novelty = (
+            model.assign(method.embed(grids)) if len(rows) else (np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+        )
         result = MethodAssignment(name, rows, np.asarray(ids, np.int64), dist, novelty, model.threshold)
         _keep(report, result)
         out.append(result)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from lib.compare.figures import FigureInputs, method_images
-from lib.compare.ids import PreviousClusters, match_ids, read_previous
+from lib.compare.ids import PreviousClusters, id_index, match_ids, read_previous
 from lib.compare.records import MethodResult, SplitMetrics
 from lib.compare.rows import CompareConfig, CompareError, MethodEntry, entry_seed, is_supervised
 from lib.evaluation.inputs import ClusterError
@@ -66,13 +66,11 @@ def evaluate_method(
         return failed_record(entry, str(exc), run_url)
 
 
-def _stored(data_url: str, rows: np.ndarray) -> tuple[VoxelStore, np.ndarray, np.ndarray]:
-    """The store, and the label (-1: none) and split of each embedded row."""
-    store = VoxelStore.open(data_url)
-    by_row = {r["row"]: r for r in store.manifest().items}
+def _labels_splits(by_row: dict[int, dict[str, Any]], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The label (-1: none) and split of each embedded row, from the manifest's records by row."""
     labels = np.array([-1 if by_row[int(r)]["label"] is None else by_row[int(r)]["label"] for r in rows], np.int64)
     splits = np.array([by_row[int(r)]["split"] or "" for r in rows], dtype=object)
-    return store, labels, splits
+    return labels, splits
 
 
 def _score(
@@ -86,9 +84,10 @@ def _score(
 
 def _score_only(data_url: str, entry: MethodEntry, run_url: str, cfg: CompareConfig, index: int) -> MethodResult:
     x, rows, attrs = ensure_embedding(run_url)
-    store, labels, splits = _stored(data_url, rows)
+    m = VoxelStore.open(data_url).manifest()
+    labels, splits = _labels_splits({r["row"]: r for r in m.items}, rows)
     light = cfg.model_copy(update={"seed": cfg.seed + index, "elbow_k_max": None, "pic": False, "spectral": False})
-    score = _score(entry, x, labels, splits, light, len(store.manifest().classes))
+    score = _score(entry, x, labels, splits, light, len(m.classes))
     return MethodResult(
         name=entry.name,
         method=entry.method,
@@ -108,9 +107,10 @@ def _score_only(data_url: str, entry: MethodEntry, run_url: str, cfg: CompareCon
 
 def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg: CompareConfig) -> MethodResult:
     x, rows, attrs = ensure_embedding(run_url)
-    store, labels, splits = _stored(data_url, rows)
+    store = VoxelStore.open(data_url)
     m = store.manifest()
     by_row = {r["row"]: r for r in m.items}
+    labels, splits = _labels_splits(by_row, rows)
     score = _score(entry, x, labels, splits, cfg, len(m.classes))
     k, km, sweep = score.k, score.kmeans, score.elbow
     trials = [cfg.seed + j for j in range(cfg.restart_trials)]  # k-means seeds alone, on this one embedding
@@ -226,9 +226,7 @@ def save_model(out: Storage, name: str, score: EmbeddingScore, ids: list[int]) -
     buf = io.BytesIO()
     np.savez(buf, **parts)
     out.write_bytes(f"clusters/{name}.npz", buf.getvalue())
-    index = faiss.IndexIDMap(faiss.IndexFlatL2(centroids.shape[1]))
-    index.add_with_ids(centroids, np.asarray(ids, np.int64))
-    out.write_bytes(f"clusters/{name}.faiss", faiss.serialize_index(index).tobytes())
+    out.write_bytes(f"clusters/{name}.faiss", faiss.serialize_index(id_index(centroids, ids)).tobytes())
 
 
 def cluster_spread(feats: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, float]:

@@ -10,8 +10,10 @@ another group. Without a previous report the ids are 0..k-1.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
@@ -24,6 +26,13 @@ class PreviousClusters:
 
     ids_by_row: dict[int, int]
     next_id: int
+
+
+def id_index(centroids: np.ndarray, ids: Sequence[int]) -> faiss.Index:
+    """An exact faiss index of the centroids that answers with their stable ids (what the report saves)."""
+    index = faiss.IndexIDMap(faiss.IndexFlatL2(int(centroids.shape[1])))
+    index.add_with_ids(np.ascontiguousarray(centroids, dtype=np.float32), np.asarray(ids, np.int64))
+    return index
 
 
 def read_previous(report: Storage, name: str) -> PreviousClusters | None:

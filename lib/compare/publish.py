@@ -29,6 +29,19 @@ def has_report(data_url: str) -> bool:
     return open_storage(f"{data_url.rstrip('/')}/{REPORTS}").exists(LATEST)
 
 
+def finished_runs(report: Report, methods: list[str] | None = None) -> list[tuple[str, str]]:
+    """(row name, run URL) of the report's finished methods, cut to ``methods`` when given (CompareError
+    naming any that the report has not finished)."""
+    runs = [(m.name, m.run_url) for m in report.methods if m.ok and m.run_url]
+    if methods:
+        unknown = sorted(set(methods) - {name for name, _ in runs})
+        if unknown:
+            have = ", ".join(name for name, _ in runs) or "none"
+            raise CompareError(f"no finished method {', '.join(unknown)} in the latest report (it has: {have})")
+        runs = [(name, url) for name, url in runs if name in methods]
+    return runs
+
+
 def latest_report_url(data_url: str) -> str:
     storage = open_storage(f"{data_url.rstrip('/')}/{REPORTS}")
     if not storage.exists(LATEST):

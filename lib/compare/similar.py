@@ -22,7 +22,7 @@ import faiss
 import numpy as np
 
 from lib.compare.evaluate import ensure_embedding
-from lib.compare.publish import latest_report_url
+from lib.compare.publish import finished_runs, latest_report_url
 from lib.compare.records import read_report
 from lib.errors import VoxclustError
 from lib.report import plots
@@ -80,14 +80,7 @@ def file_query(store: VoxelStore, path: Path) -> Query:
 
 def compared_runs(data_url: str, methods: list[str] | None = None) -> list[tuple[str, str]]:
     """(row name, run URL) of the latest report's finished methods, cut to ``methods`` when given."""
-    report = read_report(open_storage(latest_report_url(data_url)))
-    runs = [(m.name, m.run_url) for m in report.methods if m.ok and m.run_url]
-    if methods:
-        unknown = sorted(set(methods) - {name for name, _ in runs})
-        if unknown:
-            have = ", ".join(name for name, _ in runs) or "none"
-            raise SimilarError(f"no finished method {', '.join(unknown)} in the latest report (it has: {have})")
-        runs = [(name, url) for name, url in runs if name in methods]
+    runs = finished_runs(read_report(open_storage(latest_report_url(data_url))), methods)
     if not runs:
         raise SimilarError(f"{data_url}: the latest report has no finished method")
     return runs

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lib.compare.assign import AssignError, ClusterModel, assign
-from lib.compare.ids import read_previous
+from lib.compare.ids import id_index, read_previous
 from lib.compare.publish import latest_report_url
 from lib.compare.records import read_report
 from lib.storage import open_storage
@@ -67,13 +67,8 @@ def test_clustered_items_are_assigned_to_their_own_cluster(two_batches: str) -> 
 
 
 def test_far_items_are_novel() -> None:
-    model = ClusterModel(
-        centroids=np.array([[0.0, 0.0], [10.0, 0.0]], np.float32),
-        ids=np.array([4, 9]),
-        spread=np.array([1.0, 2.0]),
-        threshold=3.0,
-        l2=False,
-    )
+    centroids = np.array([[0.0, 0.0], [10.0, 0.0]], np.float32)
+    model = ClusterModel(index=id_index(centroids, [4, 9]), spread={4: 1.0, 9: 2.0}, threshold=3.0, l2=False)
     ids, dist, novelty = model.assign(np.array([[0.5, 0.0], [10.0, 4.0], [0.0, 50.0]], np.float32))
     assert ids.tolist() == [4, 9, 4] and dist[:2] == pytest.approx([0.5, 4.0])
     assert novelty.tolist() == pytest.approx([0.5, 2.0, 50.0])
