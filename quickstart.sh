@@ -37,6 +37,12 @@ case "$cmd" in
       (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
         || echo "could not install chromium: the UI check will be skipped" >&2
     fi
+    # The study-database tests start a throwaway PostgreSQL from Debian's package (skipped where it can't be had).
+    if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+      echo "installing postgresql for the study-database tests (one time)..." >&2
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >/dev/null 2>&1 \
+        || echo "could not install postgresql: those tests will be skipped" >&2
+    fi
     "$VENV/bin/ruff" check .
     "$VENV/bin/mypy"
     exec "$VENV/bin/python" -m pytest "$@"

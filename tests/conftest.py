@@ -92,3 +92,20 @@ def s3_store(s3_bucket: str, tmp_path: Path) -> str:
     url = f"s3://{s3_bucket}/store"
     import_npz(write_npz(tmp_path / "tiny.npz"), url, classes=["box", "ball", "rod"])
     return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server started for the tests (Debian's package); skipped, with why, where there is none."""
+    from tests.support import Postgres
+
+    why = Postgres.missing()
+    if why:
+        pytest.skip(why)
+    root = Path(tempfile.mkdtemp(prefix="voxclust-pg-"))  # not under pytest's 0700 folders: postgres must enter
+    server = Postgres(root)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -493,6 +493,107 @@ def compare(
         _print_report(result, as_json)
 
 
+@app.command(cls=_MethodsHelp)
+def tune(
+    method: Method,
+    data_url: StoreOpt = None,
+    trials: Annotated[int, typer.Option(min=1, help="trials the study holds when the search ends")] = 12,
+    space: Annotated[
+        Path | None, typer.Option("--space", help="search space, YAML or JSON (default: the method's own)")
+    ] = None,
+    objective: Annotated[
+        str | None,
+        typer.Option(help="val_accuracy (classifiers; validation split) or silhouette (label-free; default otherwise)"),
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option("--study", help="study name (default: the method); resumes if it exists")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="study database, any SQLAlchemy URL (default: SQLite <store>/tune/studies.db)"),
+    ] = None,
+    sampler: Annotated[str, typer.Option(help="tpe, gp or random")] = "tpe",
+    pruner: Annotated[str, typer.Option(help="median, hyperband or none (reads the per-epoch objective)")] = "median",
+    seed: Annotated[int, typer.Option(min=0, help="the sampler's seed and every trial's training seed")] = 0,
+    k: Annotated[int, typer.Option("--k", min=2, help="clusters for the silhouette objective and the test NMI")] = 10,
+    epochs: Annotated[int | None, typer.Option(min=0, help="training epochs of every trial")] = None,
+    options: SetOption = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N")] = "auto",
+    train_workers: Annotated[
+        int | None, typer.Option(min=1, help="trials side by side on Dask workers (default: setting, 1)")
+    ] = None,
+    dask_address: DaskAddress = None,
+    as_json: AsJson = False,
+) -> None:
+    """Search a method's options (Optuna; every trial an ordinary, resumable run, a Prefect task on the Dask
+    workers), the study in a database: re-running the same --study resumes it. Prints the best options, scored
+    once on the test split, and writes a report and a preset file for `voxclust compare --preset`."""
+    with _user_errors():
+        _prefect_defaults()
+        from lib.settings import settings
+        from lib.tune import make_spec
+
+        workers = settings(train_workers=train_workers).train_workers
+        spec = make_spec(
+            method,
+            _store_url(data_url),
+            trials=trials,
+            space=space,
+            fixed=_parse_options(options or [], epochs),
+            objective=objective,
+            storage=storage,
+            study_name=study,
+            sampler=sampler,
+            pruner=pruner,
+            seed=seed,
+            k=k,
+            device=device,
+        )
+        from flows.runners import prefect_api
+        from flows.tune import run_tune
+
+        if not as_json:
+            err.print(f"study {spec.study_name!r} in {_redacted(spec.storage)}: {spec.trials} trials, {spec.objective}")
+        with prefect_api(), progress_bars(not as_json):
+            summary = run_tune(spec, workers, dask_address)
+    if as_json:
+        out.print_json(json.dumps({k: v for k, v in summary.items() if k != "trials"} | {"trials": summary["trials"]}))
+        return
+    _print_tune(summary)
+
+
+def _redacted(url: str) -> str:
+    from lib.tune.study import redact
+
+    return redact(url)
+
+
+def _print_tune(summary: dict[str, Any]) -> None:
+    rows = summary["trials"]
+    table = Table(title=f"trials of study {summary['study']} ({summary['objective']}, maximised)")
+    columns = list(dict.fromkeys(k for r in rows for k in r if k not in ("run", "error")))
+    for c in columns:
+        table.add_column(c, justify="right" if c not in ("state",) else "left")
+    for r in rows:
+        v = [r.get(c) for c in columns]
+        table.add_row(*["–" if x is None else (f"{x:.4g}" if isinstance(x, float) else str(x)) for x in v])
+    out.print(table)
+    best = summary["best"]
+    if best is None:
+        out.print("no trial finished: nothing to recommend")
+    else:
+        out.print(f"best: trial {best['trial']}, {summary['objective']} {best['value']:.4f}, options {best['params']}")
+        if summary["test"]:
+            out.print(
+                "held-out (scored once, for this trial): "
+                + ", ".join(f"{k} {v:.4g}" for k, v in summary["test"].items())
+            )
+        out.print(f"use it: {summary['use']}")
+        out.print(f"    or: {summary['set_flags']}")
+    out.print(f"report: [bold]{summary['html_url']}[/bold]")
+    out.print(f"study: optuna-dashboard {summary['storage']}")
+
+
 @app.command()
 def report(
     data_url: StoreOpt = None,

@@ -132,8 +132,10 @@ def resolve_entries(
         base = default_entries()
     elif preset in PRESETS:
         base = list(PRESETS[preset])
+    elif preset.endswith(".json"):
+        base = load_preset_file(preset)
     else:
-        raise CompareError(f"unknown preset {preset!r}; presets: default, {', '.join(PRESETS)}")
+        raise CompareError(f"unknown preset {preset!r}; presets: default, {', '.join(PRESETS)}, or a .json file")
     by_name = {e.name: e for e in base}
     if names:
         entries = []
@@ -157,6 +159,28 @@ def resolve_entries(
         opts = {**e.options, **gpu.get(e.name, {}), **(overrides or {}).get(e.name, {})}
         out.append(e.model_copy(update={"options": opts}))
     return out
+
+
+def load_preset_file(url: str) -> list[MethodEntry]:
+    """Rows from a preset file (a path or storage URL ending ``.json``): ``{"rows": [{"name", "method",
+    "options"}, ...]}``, as ``voxclust tune`` writes for its best trial."""
+    from pydantic import ValidationError
+
+    from lib.features.runs import make_config
+    from lib.storage import StorageError
+
+    parent, _, name = url.rstrip("/").rpartition("/")
+    try:
+        raw = open_storage(parent or ".").read_json(name)
+        entries = [MethodEntry.model_validate(r) for r in raw["rows"]]
+    except (StorageError, FileNotFoundError, KeyError, TypeError, ValueError, ValidationError) as exc:
+        raise CompareError(f"preset file {url}: cannot read its rows ({type(exc).__name__}: {exc})") from None
+    for e in entries:
+        try:
+            make_config(e.method, e.options)
+        except MethodError as exc:
+            raise CompareError(f"preset file {url}: row {e.name}: {exc}") from None
+    return entries
 
 
 def trains_on_cuda(device: str) -> bool:

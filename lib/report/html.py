@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -220,3 +221,49 @@ def render_html(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
         methods=method_views,
         split_headers=[HEADERS[c] for c in SPLIT_COLUMNS],
     )
+
+
+_TUNE_TEMPLATE = _ENV.get_template("tune.html.j2")
+_TUNE_IMAGES = {"history.png": "Optimisation history", "importance.png": "Option importances"}
+
+
+def render_tune_html(summary: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
+    """A search's report (``voxclust tune``) as one self-contained HTML5 document: what was searched, the best
+    trial and how to use it, its held-out scores, the plots and every trial."""
+    cache: dict[str, str] = {}
+    rows_in: Sequence[Mapping[str, Any]] = summary.get("trials") or []
+    columns_ = list(dict.fromkeys(k for r in rows_in for k in r if k != "run"))
+    best = summary.get("best") or {}
+    rows = []
+    for r in rows_in:
+        css = "best" if best and r.get("trial") == best.get("trial") else ("fail" if r.get("state") == "fail" else "")
+        cells = [{"text": _short(r.get(c)), "num": isinstance(r.get(c), int | float)} for c in columns_]
+        rows.append({"css": css, "cells": cells})
+    test = summary.get("test") or {}
+    counts = summary.get("counts") or {}
+    return _TUNE_TEMPLATE.render(
+        title=f"voxclust tune: {summary.get('method', '?')} on {summary.get('data_url', '?')}",
+        created=str(summary.get("created") or "–"),
+        data_url=str(summary.get("data_url") or "–"),
+        method=str(summary.get("method") or "–"),
+        objective=str(summary.get("objective") or "–"),
+        objective_note=str(summary.get("objective_note") or ""),
+        counts=", ".join(f"{n} {s}" for s, n in counts.items()) or "none",
+        searched=list((summary.get("searched") or {}).items()),
+        best=f"trial {best['trial']}: {_short(best.get('value'))} with {json.dumps(best.get('params'))}"
+        if best
+        else "–",
+        use=str(summary.get("use") or "–"),
+        test=", ".join(f"{k} {_short(v)}" for k, v in test.items()) or "–",
+        study=str(summary.get("study") or "–"),
+        storage=str(summary.get("storage") or "–"),
+        dashboard=f"optuna-dashboard {summary.get('storage', '')}",
+        images=[_image(name, caption, images, cache) for name, caption in _TUNE_IMAGES.items()],
+        columns=columns_,
+        rows=rows,
+    )
+
+
+def _short(v: Any) -> str:
+    """4 significant digits for floats (learning rates are small), else as :func:`fmt`."""
+    return f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else fmt(v)

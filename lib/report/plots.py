@@ -281,6 +281,57 @@ def nmi_per_epoch(history: Sequence[dict[str, Any]]) -> bytes:
     return _png(fig)
 
 
+def search_history(rows: Sequence[dict[str, Any]], objective: str) -> bytes:
+    """A search's optimisation history: each trial's objective (pruned trials hollow) and the best so far."""
+    fig = _figure(5.6, 3.4)
+    ax = fig.add_subplot()
+    pts = [(int(r["trial"]), float(r["value"]), r["state"]) for r in rows if r.get("value") is not None]
+    if not pts:
+        return _message("no trial has a value yet", "Optimisation history")
+    colour = _palette(2)
+    done = [(n, v) for n, v, s in pts if s == "complete"]
+    pruned = [(n, v) for n, v, s in pts if s != "complete"]
+    if done:
+        ax.scatter([n for n, _ in done], [v for _, v in done], color=colour[0], s=22, label="trial", zorder=3)
+        best, line = -math.inf, []
+        for n, v in sorted(done):
+            best = max(best, v)
+            line.append((n, best))
+        ax.step([n for n, _ in line], [b for _, b in line], where="post", color=colour[1], lw=1.5, label="best so far")
+    if pruned:
+        ax.scatter(
+            [n for n, _ in pruned],
+            [v for _, v in pruned],
+            facecolors="none",
+            edgecolors="0.5",
+            s=22,
+            label="pruned (last value)",
+            zorder=3,
+        )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial")
+    ax.set_ylabel(objective)
+    ax.set_title("Optimisation history", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _png(fig)
+
+
+def param_importances(importances: dict[str, float], objective: str) -> bytes:
+    """Horizontal bars: each searched option's share of the objective's variance (Optuna's fANOVA)."""
+    if not importances:
+        return _message("needs at least two finished trials that differ", "Option importances")
+    names = sorted(importances, key=importances.__getitem__)
+    fig = _figure(5.6, 0.6 + 0.35 * len(names))
+    ax = fig.add_subplot()
+    ax.barh(names, [importances[n] for n in names], color=_palette(1)[0])
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel(f"importance for {objective}")
+    ax.set_title("Option importances", fontsize=10)
+    ax.grid(True, axis="x", alpha=0.3)
+    return _png(fig)
+
+
 def loss_curves(histories: dict[str, list[dict[str, Any]]]) -> bytes:
     """Training loss per epoch, one small panel per method (methods without a recorded loss are left out)."""
     series: dict[str, tuple[list[float], list[float]]] = {}

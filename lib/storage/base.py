@@ -147,7 +147,7 @@ class Storage(ABC):
             "owner": f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}",
             "expires": 0.0,
             "pid": os.getpid(),
-            "process_space": _process_space(),
+            "process_space": process_space(),
         }
         deadline = time.monotonic() + timeout_s
         delay = 0.02
@@ -158,7 +158,7 @@ class Storage(ABC):
             try:
                 raw = self.read_bytes(key)
                 held = json.loads(raw)
-                stale = float(held.get("expires", 0)) < time.time() or _holder_gone(held)
+                stale = float(held.get("expires", 0)) < time.time() or holder_gone(held)
             except (FileNotFoundError, KeyError, ValueError, TypeError, AttributeError):
                 stale = False  # vanished or half-visible: just retry
             if stale:
@@ -179,7 +179,7 @@ class Storage(ABC):
 
 
 @functools.cache
-def _process_space() -> str | None:
+def process_space() -> str | None:
     """Where a process id means one process: this boot of this machine and this PID namespace (None where
     that cannot be told, e.g. off Linux)."""
     try:
@@ -190,9 +190,9 @@ def _process_space() -> str | None:
         return None
 
 
-def _holder_gone(held: dict[str, Any]) -> bool:
+def holder_gone(held: dict[str, Any]) -> bool:
     """Whether a lock's holder was a process in this process space that has ended."""
-    space = _process_space()
+    space = process_space()
     pid = held.get("pid")
     if space is None or held.get("process_space") != space or not isinstance(pid, int) or pid <= 0:
         return False

@@ -1,0 +1,81 @@
+"""Hyper-parameter search (``voxclust tune``): search spaces checked against a method's config, label-safe
+objectives, Optuna studies in SQLite or PostgreSQL, trials as ordinary runs of the run engine.
+
+:func:`make_spec` checks everything a search needs before its first trial starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lib.tune.space import TuneError, load_space
+from lib.tune.study import TuneSpec, default_out_url, default_storage, open_storage_db
+
+__all__ = ["TuneError", "TuneSpec", "make_spec"]
+
+
+def make_spec(
+    method: str,
+    data_url: str,
+    trials: int = 12,
+    space: str | Path | dict[str, Any] | None = None,
+    fixed: dict[str, Any] | None = None,
+    objective: str | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    **options: Any,
+) -> TuneSpec:
+    """The search, checked: the store exists, the space fits the method's config (``fixed``: options set for
+    every trial, over the space's own fixed ones), the objective can score it without test labels, and the
+    study database answers. ``options``: the other :class:`TuneSpec` fields (sampler, pruner, seed, k, ...).
+    Raises :class:`TuneError` (or the store's error) before anything is trained."""
+    from lib.features.base import MethodError
+    from lib.features.registry import get_method
+    from lib.features.runs import Region, make_config, resolve_region
+    from lib.tune.objective import check_objective, default_objective
+    from lib.voxels.store import VoxelStore
+
+    try:
+        cls = get_method(method)
+    except MethodError as exc:
+        raise TuneError(str(exc)) from None
+    store = VoxelStore.open(data_url)
+    parsed = load_space(method, space)
+    clash = sorted(set(fixed or {}) & set(parsed.params))
+    if clash:
+        raise TuneError(f"--set {', '.join(clash)}: searched by the space; remove it from one of them")
+    parsed = load_space(method, {**_raw(parsed), **(fixed or {})})
+    base = parsed.options({})
+    region = resolve_region(store, Region(split="auto"))
+    items = [r for r in store.records() if region.split == "all" or r["split"] == region.split]
+    labelled = bool(items) and all(r["label"] is not None for r in items)
+    if not items:
+        raise TuneError(f"{store.url}: no stored items to tune on")
+    if cls.needs_labels(make_config(method, base)) and not labelled:
+        raise TuneError(f"{method} is supervised here and needs a label on every training item; this store lacks some")
+    objective = objective or default_objective(method, base)
+    check_objective(objective, method, base, labelled)
+    name = study_name or method
+    storage = storage or default_storage(store.url)
+    open_storage_db(storage)
+    return TuneSpec(
+        method=method,
+        data_url=store.url,
+        space=parsed,
+        trials=trials,
+        objective=objective,
+        storage=storage,
+        study_name=name,
+        out_url=options.pop("out_url", None) or default_out_url(store.url, name),
+        **options,
+    )
+
+
+def _raw(space: Any) -> dict[str, Any]:
+    """A parsed space back as the mapping it came from."""
+    return {
+        **space.fixed,
+        **{
+            n: p.model_dump(exclude={"kind"}, exclude_none=True, exclude_defaults=True) for n, p in space.params.items()
+        },
+    }
