@@ -98,8 +98,9 @@ def s3_store(s3_bucket: str, tmp_path: Path) -> str:
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL server started for the tests (Debian's package); skipped, with why, where there is none."""
     from tests.support import Postgres
+    from voxclust.stack import postgres_missing
 
-    why = Postgres.missing()
+    why = postgres_missing()
     if why:
         pytest.skip(why)
     root = Path(tempfile.mkdtemp(prefix="voxclust-pg-"))  # not under pytest's 0700 folders: postgres must enter

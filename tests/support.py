@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pwd
-import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -107,65 +106,26 @@ class S3Server:
 
 
 class Postgres:
-    """A throwaway PostgreSQL cluster from Debian's package (initdb + pg_ctl) on a free loopback port, in a
-    temporary folder; run as the ``postgres`` user when the tests run as root (initdb refuses root).
-    ``Postgres.missing()`` says why one cannot be started here (None when it can)."""
-
-    BIN = Path("/usr/lib/postgresql")
-
-    @classmethod
-    def bindir(cls) -> Path | None:
-        found = sorted(cls.BIN.glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
-        if found:
-            return found[-1].parent
-        initdb = shutil.which("initdb")
-        return Path(initdb).parent if initdb else None
-
-    @classmethod
-    def missing(cls) -> str | None:
-        if cls.bindir() is None:
-            return "PostgreSQL is not installed (Debian: apt-get install postgresql; ./quickstart.sh test does it)"
-        if os.geteuid() == 0:
-            try:
-                pwd.getpwnam("postgres")
-            except KeyError:
-                return "running as root and there is no postgres user to run the server as"
-        return None
+    """A throwaway PostgreSQL server on a free loopback port in ``root``, started as the local stack starts one
+    (:func:`voxclust.stack.postgres_cluster`: Debian's package, run as ``postgres`` when the tests are root)."""
 
     def __init__(self, root: Path) -> None:
-        bindir = self.bindir()
-        assert bindir is not None
-        self.root = root
-        self.data = root / "pgdata"
+        from voxclust.stack import postgres_cluster
+
         self.port = free_port()
-        self.sock = root / "sock"
-        self.sock.mkdir(parents=True)
-        self.log = root / "postgres.log"
-        prefix: list[str] = []
-        if os.geteuid() == 0:
-            pw = pwd.getpwnam("postgres")
-            os.chown(root, pw.pw_uid, pw.pw_gid)
-            os.chown(self.sock, pw.pw_uid, pw.pw_gid)
-            prefix = ["runuser", "-u", "postgres", "--"]
-        self.prefix = prefix
-        self.pg_ctl = str(bindir / "pg_ctl")
-        subprocess.run(
-            [*prefix, str(bindir / "initdb"), "-D", str(self.data), "-U", "voxclust", "--auth=trust", "-E", "UTF8"],
-            check=True,
-            capture_output=True,
-        )
-        opts = f"-p {self.port} -h 127.0.0.1 -k {self.sock} -c fsync=off"
-        subprocess.run(
-            [*prefix, self.pg_ctl, "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "start"],
-            check=True,
-            capture_output=True,
-        )
+        argv, self.url = postgres_cluster(root, self.port)
+        self.log = open(root / "postgres.log", "ab")  # noqa: SIM115  (closed in stop)
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_port(self.port)
-        self.url = f"postgresql+psycopg://voxclust@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
-        stop = [*self.prefix, self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"]
-        subprocess.run(stop, capture_output=True)
+        os.killpg(self.proc.pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
 
 
 # -- shared by several test modules -----------------------------------------------------------------------

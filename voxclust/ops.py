@@ -69,6 +69,10 @@ def stack_up(
     worker_env: Annotated[
         list[str] | None, typer.Option("--env", help="KEY=VALUE for the workers (e.g. VOXCLUST_PRESET=demo)")
     ] = None,
+    postgres: Annotated[
+        bool, typer.Option(help="also start PostgreSQL for `voxclust tune` studies (Debian's postgresql package)")
+    ] = False,
+    postgres_port: Annotated[int, typer.Option(help="PostgreSQL port")] = 5432,
     as_json: AsJson = False,
 ) -> None:
     """Start the whole local stack and wait until every part answers."""
@@ -94,6 +98,8 @@ def stack_up(
             s3_endpoint=s3_endpoint,
             scheduler_loop_s=scheduler_loop,
             env=extra,
+            postgres=postgres,
+            postgres_port=postgres_port,
         )
         with err.status("starting the stack (S3, Prefect server, Dask, workers)..."):
             status = Stack(directory).up(cfg)

@@ -2,7 +2,9 @@
 
 ``up`` starts, in order: an S3-compatible server (moto's server; a site uses MinIO or AWS S3 and passes
 ``s3_endpoint`` instead), the Prefect server with its UI, a Dask scheduler and workers, and one Prefect
-worker per work pool (``cpu``, ``gpu``). Every process runs in its own session with its log in
+worker per work pool (``cpu``, ``gpu``), and with ``postgres`` a PostgreSQL server (Debian's package) for
+hyper-parameter studies (``VOXCLUST_TUNE_STORAGE`` in the env file points ``voxclust tune`` at it). Every
+process runs in its own session with its log in
 ``<dir>/logs/``; pids and addresses go to ``<dir>/stack.json``; the environment that points clients at the
 stack goes to ``<dir>/env`` (mode 0600: it holds the S3 keys and the server's auth string, which go nowhere
 else). ``down`` stops them in reverse order (SIGTERM to the whole process group, SIGKILL after a grace
@@ -15,8 +17,10 @@ import base64
 import contextlib
 import json
 import os
+import pwd
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -64,6 +68,8 @@ class StackConfig:
     worker_poll_s: float = 5.0  # how often Prefect workers ask for runs
     env: dict[str, str] = field(default_factory=dict)  # extra settings for workers (VOXCLUST_* ...)
     host: str = "127.0.0.1"
+    postgres: bool = False  # also start PostgreSQL for `voxclust tune` studies (Debian's postgresql package)
+    postgres_port: int = 5432
 
 
 def _bin(name: str) -> str:
@@ -127,6 +133,57 @@ def _wait(what: str, check: Any, proc: subprocess.Popen[bytes], log: Path, timeo
     raise StackError(f"{what} not ready after {timeout_s:.0f} s; see {log}")
 
 
+# -- PostgreSQL (Debian's package) ------------------------------------------------------------------------------
+PG_ROOT = Path("/usr/lib/postgresql")
+
+
+def postgres_bindir() -> Path | None:
+    """The newest installed PostgreSQL's bin folder (Debian keeps it off PATH), else initdb's on PATH."""
+    found = sorted((p for p in PG_ROOT.glob("*/bin/initdb") if p.parts[-3].isdigit()), key=lambda p: int(p.parts[-3]))
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def postgres_missing() -> str | None:
+    """Why a PostgreSQL server cannot be started here, or None."""
+    if postgres_bindir() is None:
+        return "PostgreSQL is not installed (Debian: apt-get install postgresql)"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and there is no postgres user to run PostgreSQL as (initdb refuses root)"
+    return None
+
+
+def postgres_cluster(root: Path, port: int, host: str = "127.0.0.1") -> tuple[list[str], str]:
+    """Create a PostgreSQL cluster in ``root/pgdata`` when there is none (trust auth on loopback, user
+    ``voxclust``); returns the server's command line (run as ``postgres`` when this process is root) and the
+    SQLAlchemy URL of its ``postgres`` database."""
+    why = postgres_missing()
+    if why:
+        raise StackError(why)
+    bindir = postgres_bindir()
+    assert bindir is not None
+    data, sock = root / "pgdata", root / "pgsock"
+    sock.mkdir(parents=True, exist_ok=True)
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("postgres")
+        for path in (root, sock):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    if not (data / "PG_VERSION").exists():
+        initdb = [str(bindir / "initdb"), "-D", str(data), "-U", "voxclust", "--auth=trust", "-E", "UTF8"]
+        done = subprocess.run([*prefix, *initdb], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise StackError(f"initdb failed: {done.stderr.strip()[-500:]}")
+    argv = [*prefix, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", host, "-k", str(sock)]
+    return argv, f"postgresql+psycopg://voxclust@{host}:{port}/postgres"
+
+
 class Stack:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.dir = Path(directory).expanduser().absolute()
@@ -168,7 +225,8 @@ class Stack:
         current = self.state()
         if current is not None and any(_alive(c["pid"]) for c in current["components"].values()):
             raise StackError(f"a stack is already running from {self.dir} (`voxclust stack down` first)")
-        for port in [cfg.prefect_port, cfg.dask_port] + ([] if cfg.s3_endpoint else [cfg.s3_port]):
+        ports = [cfg.prefect_port, cfg.dask_port] + ([] if cfg.s3_endpoint else [cfg.s3_port])
+        for port in ports + ([cfg.postgres_port] if cfg.postgres else []):
             if _port_open(cfg.host, port):
                 raise StackError(f"{cfg.host}:{port} is already in use")
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -198,6 +256,9 @@ class Stack:
             client["AWS_ACCESS_KEY_ID"] = "local" + secrets.token_hex(6)
             client["AWS_SECRET_ACCESS_KEY"] = secrets.token_urlsafe(24)
         client.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        pg_argv: list[str] = []
+        if cfg.postgres:  # before anything starts: a missing package is one clear error
+            pg_argv, client["VOXCLUST_TUNE_STORAGE"] = postgres_cluster(self.dir / "postgres", cfg.postgres_port, host)
         client.update(cfg.env)
         self._write_env(client)
 
@@ -224,6 +285,15 @@ class Stack:
                 start("s3", [_bin("moto_server"), "-H", host, "-p", str(cfg.s3_port)], base, client["AWS_ENDPOINT_URL"])
                 _wait("S3 server", lambda: _port_open(host, cfg.s3_port), procs["s3"], self._log("s3"), 60)
             self._ensure_bucket(client, cfg.bucket)
+            if pg_argv:
+                start("postgres", pg_argv, base, client["VOXCLUST_TUNE_STORAGE"])
+                _wait(
+                    "PostgreSQL",
+                    lambda: _port_open(host, cfg.postgres_port),
+                    procs["postgres"],
+                    self._log("postgres"),
+                    60,
+                )
 
             server_env = {
                 **base,

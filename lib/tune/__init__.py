@@ -32,6 +32,7 @@ def make_spec(
     from lib.features.base import MethodError
     from lib.features.registry import get_method
     from lib.features.runs import Region, make_config, resolve_region
+    from lib.settings import settings
     from lib.tune.objective import check_objective, default_objective
     from lib.voxels.store import VoxelStore
 
@@ -56,7 +57,7 @@ def make_spec(
     objective = objective or default_objective(method, base)
     check_objective(objective, method, base, labelled)
     name = study_name or method
-    storage = storage or default_storage(store.url)
+    storage = storage or settings().tune_storage or prefect_database() or default_storage(store.url)
     open_storage_db(storage)
     return TuneSpec(
         method=method,
@@ -69,6 +70,20 @@ def make_spec(
         out_url=options.pop("out_url", None) or default_out_url(store.url, name),
         **options,
     )
+
+
+def prefect_database() -> str | None:
+    """The Prefect server's database when it is PostgreSQL (``PREFECT_SERVER_DATABASE_CONNECTION_URL``, or
+    its older name ``PREFECT_API_DATABASE_CONNECTION_URL``), spoken to with psycopg: a site that runs Prefect
+    on PostgreSQL keeps its studies there too. None otherwise (Prefect's own SQLite file is not shared)."""
+    import os
+
+    for name in ("PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL"):
+        url = os.environ.get(name, "")
+        if url.startswith(("postgresql", "postgres://")):
+            rest = url.partition("://")[2]
+            return f"postgresql+psycopg://{rest}"
+    return None
 
 
 def _raw(space: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ FLOW_NAMES = {
     "voxelize": "voxelize-batch",
     "train": "train-features",
     "compare": "compare-methods",
+    "tune": "tune",
     "pipeline": "pipeline",
     "watch-inbox": "watch-inbox",
 }

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.support import free_port
-from voxclust.stack import Stack, api_get, api_post
+from voxclust.stack import Stack, api_get, api_post, postgres_missing
 
 VOXCLUST = str(Path(sys.executable).with_name("voxclust"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -91,6 +91,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "VOXCLUST_STACK_AUTH": "voxclust-admin:" + secrets.token_urlsafe(16),  # never on a command line
     }
     env.pop("PREFECT_API_URL", None)
+    postgres = [] if postgres_missing() else ["--postgres", "--postgres-port", str(free_port())]
     up = subprocess.run(
         [
             VOXCLUST,
@@ -116,6 +117,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             "VOXCLUST_SETTLE_SECONDS=5",
             "--env",
             "PREFECT_LOGGING_LEVEL=INFO",
+            *postgres,
             "--json",
         ],
         env=env,
@@ -138,7 +140,16 @@ def test_stack_runs_a_dropped_batch_once_through_the_deployments(site: Site, tmp
     status = site.cli("stack", "status", "--dir", str(site.stack.dir), "--json")
     assert status.returncode == 0, status.stdout + status.stderr
     parts = json.loads(status.stdout)["components"]
-    assert set(parts) == {"s3", "prefect-server", "dask-scheduler", "dask-workers", "worker-cpu", "worker-gpu"}
+    expected = {"s3", "prefect-server", "dask-scheduler", "dask-workers", "worker-cpu", "worker-gpu"}
+    if "VOXCLUST_TUNE_STORAGE" in site.env:  # PostgreSQL for tune studies, where it can be installed
+        expected.add("postgres")
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(site.env["VOXCLUST_TUNE_STORAGE"])
+        with engine.connect() as db:
+            assert db.execute(sqlalchemy.text("select 1")).scalar() == 1
+        engine.dispose()
+    assert set(parts) == expected
     assert parts["prefect-server"]["healthy"] and parts["worker-cpu"]["online"] and parts["worker-gpu"]["online"]
     with pytest.raises(OSError, match="401"):
         api_post(site.api, "/flows/filter", {}, auth=None)  # the API refuses anonymous callers
@@ -147,7 +158,7 @@ def test_stack_runs_a_dropped_batch_once_through_the_deployments(site: Site, tmp
     deployed = site.cli("deploy", timeout=300)
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     deployments = {d["name"]: d for d in site.post("/deployments/filter", {})}
-    assert set(deployments) == {"voxelize", "train", "compare", "pipeline", "watch-inbox"}
+    assert set(deployments) == {"voxelize", "train", "compare", "tune", "pipeline", "watch-inbox"}
     assert deployments["train"]["work_pool_name"] == "gpu" and deployments["pipeline"]["work_pool_name"] == "cpu"
 
     # -- drop a demo batch into the inbox and announce it; the every-minute schedule runs watchers too
