@@ -445,7 +445,10 @@ def _print_report(result: dict[str, Any], as_json: bool) -> None:
 Methods = Annotated[
     str | None, typer.Option("--methods", help="comma-separated rows or registered methods (default: the preset's)")
 ]
-Preset = Annotated[str | None, typer.Option(help="method set: default (every method, its defaults), quality, demo")]
+Preset = Annotated[
+    str | None,
+    typer.Option(help="method set: default (every method, its defaults), quality, demo, or a preset .json file"),
+]
 K = Annotated[int | None, typer.Option("--k", min=2, help="clusters (default: classes when labelled, else the knee)")]
 Seeds = Annotated[
     int | None,
