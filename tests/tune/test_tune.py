@@ -121,7 +121,7 @@ def test_search_in_sqlite_writes_report_and_preset(tmp_path: Path, prefect_api: 
     store = _store(tmp_path / "s")
     spec = make_spec("voxnet", store, trials=3, space=SPACE, fixed={"epochs": 3}, pruner="none")
     assert spec.storage == f"sqlite:///{Path(store).absolute()}/tune/studies.db"
-    summary = run_tune(spec)
+    summary = run_tune(spec, workers=2)  # two trials side by side on a Dask LocalCluster
 
     trials = _trials(spec)
     assert [t.number for t in trials] == [0, 1, 2]
