@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.tune.space import TuneError, load_space
-from lib.tune.study import TuneSpec, default_out_url, default_storage, open_storage_db
+from lib.tune.study import TuneSpec, default_out_url, default_storage, open_storage_db, open_study
 
 __all__ = ["TuneError", "TuneSpec", "make_spec"]
 
@@ -58,8 +58,8 @@ def make_spec(
     check_objective(objective, method, base, labelled)
     name = study_name or method
     storage = storage or settings().tune_storage or prefect_database() or default_storage(store.url)
-    open_storage_db(storage)
-    return TuneSpec(
+    db = open_storage_db(storage)
+    spec = TuneSpec(
         method=method,
         data_url=store.url,
         space=parsed,
@@ -70,6 +70,8 @@ def make_spec(
         out_url=options.pop("out_url", None) or default_out_url(store.url, name),
         **options,
     )
+    open_study(spec, db)  # a study of this name that searches something else: refused here
+    return spec
 
 
 def prefect_database() -> str | None:

@@ -143,6 +143,8 @@ def test_search_in_sqlite_writes_report_and_preset(tmp_path: Path, prefect_api: 
     assert (row.name, row.method) == ("voxnet_tuned", "voxnet")
     assert row.options == {"epochs": 3, **best["params"]}
 
+    with pytest.raises(TuneError, match="searches something else"):
+        make_spec("voxnet", store, trials=3, space={"lr": SPACE["lr"]}, fixed={"epochs": 3})
     again = run_tune(spec)  # the study is full: nothing more is trained
     assert [t.number for t in _trials(spec)] == [0, 1, 2] and again["best"]["trial"] == best["trial"]
 
