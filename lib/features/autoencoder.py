@@ -30,7 +30,7 @@ from lib.features.torchbase import EMBED_BATCH, EpochSums, TorchConfig, TorchMet
 
 
 class AutoencoderConfig(TorchConfig):
-    epochs: int = 15
+    epochs: int = Field(15, ge=0, description="training epochs")
     latent: int = Field(128, ge=8, le=4096, description="latent size (the embedding)")
     width: int = Field(16, ge=4, description="channels of the first conv")
     gamma: float = Field(0.9, gt=0.5, lt=1.0, description="weight of occupied voxels in the BCE (Brock: 0.97)")

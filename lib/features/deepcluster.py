@@ -40,7 +40,7 @@ from lib.features.torchbase import EpochSums, TorchConfig, TorchMethod, batches,
 
 
 class DeepClusterConfig(TorchConfig):
-    epochs: int = 30
+    epochs: int = Field(30, ge=0, description="training epochs")
     batch_size: int = 64
     lr: float = Field(0.05, gt=0, description="SGD learning rate (paper: 0.05)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum of the backbone (paper: 0.9)")

@@ -39,7 +39,7 @@ from lib.features.torchbase import cosine_lr, set_lr
 
 
 class SimCLRConfig(MetricConfig):
-    epochs: int = 30
+    epochs: int = Field(30, ge=0, description="training epochs")
     shapes_per_batch: int = Field(32, ge=2, description="P: shapes per batch (the negatives of each view)")
     views_per_shape: int = Field(2, ge=2, description="K: strong views per shape (SimCLR: 2)")
     weight_decay: float = Field(1e-5, ge=0, description="L2 weight decay")

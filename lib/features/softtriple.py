@@ -34,7 +34,7 @@ from lib.features.torchbase import batches, cosine_lr
 
 
 class SoftTripleConfig(MetricConfig):
-    epochs: int = 8
+    epochs: int = Field(8, ge=0, description="training epochs")
     mode: Literal["supervised", "instance"] = Field("instance", description="classes = labels, or = shapes")
     lr: float = Field(1e-3, gt=0, description="network learning rate (paper: 1e-4)")
     centers_lr: float = Field(1e-2, gt=0, description="learning rate of the class centres (paper: 1e-2)")

@@ -26,7 +26,7 @@ from lib.features.torchbase import EpochSums, cosine_lr, set_lr
 
 
 class TripletConfig(MetricConfig):
-    epochs: int = 8
+    epochs: int = Field(8, ge=0, description="training epochs")
     margin: float = Field(0.2, gt=0, description="triplet margin, for the loss and the semi-hard miner")
 
 

@@ -28,7 +28,7 @@ from lib.features.torchbase import ClassifierConfig, ClassifierMethod
 
 
 class VoxNetConfig(ClassifierConfig):
-    epochs: int = 30
+    epochs: int = Field(30, ge=0, description="training epochs")
     weight_decay: float = 1e-4
     augment: AugmentConfig = Field(
         default_factory=lambda: AugmentConfig(z_steps=4), description="train-time augmentation (quarter turns)"

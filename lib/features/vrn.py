@@ -24,7 +24,7 @@ from lib.features.torchbase import ClassifierConfig, ClassifierMethod, to_input
 
 
 class VRNConfig(ClassifierConfig):
-    epochs: int = 8
+    epochs: int = Field(8, ge=0, description="training epochs")
     weight_decay: float = 1e-4
     vote_rotations: int = 12
     width: int = Field(8, ge=4, multiple_of=4, description="channels of the first stage (paper: 32)")

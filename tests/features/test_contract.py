@@ -109,6 +109,11 @@ class MethodContract:
                 )
             )
 
+    def test_negative_epochs_refused(self) -> None:
+        if "epochs" in METHODS[self.method].config_cls.model_fields:
+            with pytest.raises(MethodError, match="epochs"):
+                make_config(self.method, {**self.options, "epochs": -1})
+
     def test_other_spec_refused_at_same_place(self, tiny_store: str, tmp_path: Path) -> None:
         self.run(tiny_store, tmp_path / "run")
         with pytest.raises(MethodError, match="another method"):
