@@ -128,6 +128,21 @@ class Postgres:
         self.log.close()
 
 
+def benchmark_store(data: str, store: str | None, work: str | None, name: str) -> str:
+    """A benchmark's voxel store: ``store`` when given (its finished runs are reused), else the npz ``data``
+    imported into a new store under ``work`` (default: a temporary folder ``voxclust-<name>-*``)."""
+    from lib.voxels.importer import import_npz
+
+    if store:
+        url = store
+    else:
+        folder = Path(work or tempfile.mkdtemp(prefix=f"voxclust-{name}-"))
+        url = str(folder / f"store-{time.strftime('%H%M%S')}")
+        import_npz(data, url)
+    print("store", url, file=sys.stderr, flush=True)
+    return url
+
+
 # -- shared by several test modules -----------------------------------------------------------------------
 def shapes(n_per_class: int, seed: int, r: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Boxes, balls and vertical rods of random size and position (upright, like scans)."""

@@ -38,7 +38,6 @@ import json
 import multiprocessing
 import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -56,8 +55,8 @@ from lib.evaluation.neighbours import neighbour_agreement  # noqa: E402
 from lib.evaluation.score import ScoreConfig, score_embedding  # noqa: E402
 from lib.features.registry import METHODS  # noqa: E402
 from lib.features.runs import Region, RunRequest, Session, create_run, read_embedding, train_run  # noqa: E402
-from lib.voxels.importer import import_npz  # noqa: E402
 from lib.voxels.store import VoxelStore  # noqa: E402
+from tests.support import benchmark_store  # noqa: E402
 
 # The CPU budget of each method on 2 cores: lib.compare's "quality" preset (the method's defaults, epochs:
 # voxnet 30, autoencoder 15, deepcluster 30, triplet 8, softtriple 8, plus the options written there).
@@ -89,13 +88,7 @@ def main() -> None:
     args = ap.parse_args()
     t_start = time.perf_counter()
 
-    if args.store:
-        store_url = args.store
-    else:
-        work = Path(args.work or tempfile.mkdtemp(prefix="voxclust-quality-"))
-        store_url = str(work / f"store-{time.strftime('%H%M%S')}")
-        import_npz(args.data, store_url)
-    print("store", store_url, file=sys.stderr, flush=True)
+    store_url = benchmark_store(args.data, args.store, args.work, "quality")
     store = VoxelStore.open(store_url)
     labels_by_row = {r["row"]: r["label"] for r in store.records()}
 

@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from tests.support import offline_prefect  # noqa: E402
+from tests.support import benchmark_store, offline_prefect  # noqa: E402
 
 offline_prefect()
 
@@ -49,15 +48,8 @@ def main() -> None:
     from flows.runners import prefect_api
     from flows.tune import run_tune
     from lib.tune import make_spec
-    from lib.voxels.importer import import_npz
 
-    if args.store:
-        store = args.store
-    else:
-        work = Path(args.work or tempfile.mkdtemp(prefix="voxclust-tune-"))
-        store = str(work / f"store-{time.strftime('%H%M%S')}")
-        import_npz(args.data, store)
-    print("store", store, file=sys.stderr, flush=True)
+    store = benchmark_store(args.data, args.store, args.work, "tune")
     spec = make_spec(
         "voxnet", store, trials=args.trials, fixed={"epochs": args.epochs}, pruner=args.pruner, seed=args.seed
     )
