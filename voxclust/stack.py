@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import pwd
@@ -158,22 +159,39 @@ def postgres_missing() -> str | None:
     return None
 
 
+def postgres_home(root: Path) -> Path:
+    """Where the cluster for ``root`` lives: ``root`` itself, except as root where the ``postgres`` user cannot
+    enter it (a root-only home, a 0700 temporary folder): then ``~postgres/voxclust/<12 hex of root's path>/``,
+    the same one every time for the same ``root``. Made, and owned by ``postgres`` when we are root."""
+    root.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return root
+    pw = pwd.getpwnam("postgres")
+    os.chown(root, pw.pw_uid, pw.pw_gid)
+    as_postgres = ["runuser", "-u", "postgres", "--"]
+    if subprocess.run([*as_postgres, "test", "-w", str(root)], capture_output=True).returncode == 0:
+        return root
+    home = Path(pw.pw_dir) / "voxclust" / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    subprocess.run([*as_postgres, "mkdir", "-p", str(home)], check=True, capture_output=True)
+    return home
+
+
 def postgres_cluster(root: Path, port: int, host: str = "127.0.0.1") -> tuple[list[str], str]:
-    """Create a PostgreSQL cluster in ``root/pgdata`` when there is none (trust auth on loopback, user
-    ``voxclust``); returns the server's command line (run as ``postgres`` when this process is root) and the
-    SQLAlchemy URL of its ``postgres`` database."""
+    """Create a PostgreSQL cluster in ``postgres_home(root)/pgdata`` when there is none (trust auth on
+    loopback, user ``voxclust``); returns the server's command line (run as ``postgres`` when this process is
+    root: initdb refuses root) and the SQLAlchemy URL of its ``postgres`` database."""
     why = postgres_missing()
     if why:
         raise StackError(why)
     bindir = postgres_bindir()
     assert bindir is not None
-    data, sock = root / "pgdata", root / "pgsock"
+    home = postgres_home(root)
+    data, sock = home / "pgdata", home / "pgsock"
     sock.mkdir(parents=True, exist_ok=True)
     prefix: list[str] = []
     if os.geteuid() == 0:
         pw = pwd.getpwnam("postgres")
-        for path in (root, sock):
-            os.chown(path, pw.pw_uid, pw.pw_gid)
+        os.chown(sock, pw.pw_uid, pw.pw_gid)
         prefix = ["runuser", "-u", "postgres", "--"]
     if not (data / "PG_VERSION").exists():
         initdb = [str(bindir / "initdb"), "-D", str(data), "-U", "voxclust", "--auth=trust", "-E", "UTF8"]

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.support import free_port
-from voxclust.stack import Stack, api_get, api_post, postgres_missing
+from voxclust.stack import Stack, api_get, api_post, postgres_home, postgres_missing
 
 VOXCLUST = str(Path(sys.executable).with_name("voxclust"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -132,6 +132,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         down = subprocess.run(
             [VOXCLUST, "stack", "down", "--dir", str(directory)], capture_output=True, text=True, timeout=120
         )
+        if postgres:  # the pytest folder shuts the postgres user out: its cluster lives in ~postgres
+            home = postgres_home(directory / "postgres")
+            if not home.is_relative_to(directory):
+                shutil.rmtree(home, ignore_errors=True)
         assert down.returncode == 0, down.stderr
 
 

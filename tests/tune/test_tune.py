@@ -228,30 +228,41 @@ def test_killed_search_resumes_without_losing_or_repeating_a_trial(tmp_path: Pat
 # -- PostgreSQL: a study two processes share -----------------------------------------------------------------------
 def test_postgres_study_is_shared_by_two_processes(tmp_path: Path, prefect_api: str, postgres_url: str) -> None:
     store = _store(tmp_path / "pg")
-    cmd = _tune_cmd(store, "--epochs", "12", "--storage", postgres_url, "--study", "shared")
+    cmd = _tune_cmd(store, "--epochs", "6", "--storage", postgres_url, "--study", "shared")
     cmd[cmd.index("--trials") + 1] = "4"
-    spec = make_spec("voxnet", store, trials=4, space=SPACE, fixed={"epochs": 12}, storage=postgres_url,
+    spec = make_spec("voxnet", store, trials=4, space=SPACE, fixed={"epochs": 6}, storage=postgres_url,
                      study_name="shared", pruner="none")  # fmt: skip
     first = subprocess.Popen(
         cmd, cwd=ROOT, env=_env(prefect_api), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and first.poll() is None:  # the second starts while the first trains
-        try:
-            if any(t.intermediate_values for t in _trials(spec)):
-                break
-        except KeyError:
-            pass
-        time.sleep(0.2)
-    second = subprocess.run(cmd, cwd=ROOT, env=_env(prefect_api), capture_output=True, text=True, timeout=300)
+    try:
+        # Freeze the first process in the middle of a trial: the second then searches beside it, whatever the
+        # speed of either (a stopped process is alive and its lease is fresh: its trial is not taken over).
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and first.poll() is None:
+            try:
+                if any(t.intermediate_values and t.state.name == "RUNNING" for t in _trials(spec)):
+                    os.kill(first.pid, signal.SIGSTOP)
+                    break
+            except KeyError:  # the study is not created yet
+                pass
+            time.sleep(0.05)
+        assert first.poll() is None, "the first search ended before it could be frozen mid-trial"
+        frozen = [t.number for t in _trials(spec) if t.state == optuna.trial.TrialState.RUNNING]
+        second = subprocess.run(cmd, cwd=ROOT, env=_env(prefect_api), capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stderr[-2000:]
+        during = _trials(spec)
+        assert [t.number for t in during] == [0, 1, 2, 3], "the second counted the first's trials toward 4"
+        assert [t.number for t in during if t.state == optuna.trial.TrialState.RUNNING] == frozen
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     _, errs = first.communicate(timeout=300)
     assert first.returncode == 0, errs[-2000:]
-    assert second.returncode == 0, second.stderr[-2000:]
     trials = _trials(spec)
-    assert [t.number for t in trials] == [0, 1, 2, 3], "the two processes asked for 4 trials in all"
+    assert [t.number for t in trials] == [0, 1, 2, 3]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     owners = {t.user_attrs["owner"]["pid"] for t in trials}
-    assert len(owners) == 2, "both processes ran trials of the shared study"
+    assert first.pid in owners and len(owners) == 2, "both processes ran trials of the shared study"
 
 
 # -- unsupervised objectives never read labels ---------------------------------------------------------------------
