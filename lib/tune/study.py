@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -98,16 +99,27 @@ def redact(url: str) -> str:
 
 
 # -- the study -------------------------------------------------------------------------------------------------
+_DATABASES: dict[str, Any] = {}
+_DATABASES_LOCK = threading.Lock()
+
+
 def open_storage_db(url: str) -> Any:
-    """Optuna's RDBStorage for ``url``; TuneError before anything starts when it cannot be reached."""
+    """Optuna's RDBStorage for ``url``, one per process and URL (each holds a connection pool: a storage per
+    call would exhaust a PostgreSQL server's connections); TuneError before anything starts when the
+    database cannot be reached."""
     import optuna
     import sqlalchemy.exc
 
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TuneError(f"cannot reach the study database {redact(url)}: {reason}") from None
+    with _DATABASES_LOCK:
+        if url in _DATABASES:
+            return _DATABASES[url]
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TuneError(f"cannot reach the study database {redact(url)}: {reason}") from None
+        _DATABASES[url] = storage
+        return storage
 
 
 def make_sampler(spec: TuneSpec) -> Any:

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from lib.features.runs import Session
 from lib.tune import make_spec
 from lib.tune.space import DEFAULT_SPACES, TuneError, load_space
-from lib.tune.study import TuneSpec, open_study, renew, take_over_stale
+from lib.tune.study import TuneSpec, open_storage_db, open_study, renew, take_over_stale
 from lib.voxels.importer import import_npz
 from tests.support import assert_user_error, write_npz
 from voxclust.cli import app
@@ -45,7 +45,8 @@ def _store(root: Path, labels_seed: int | None = None) -> str:
 
 
 def _trials(spec: TuneSpec) -> list[Any]:
-    return optuna.load_study(study_name=spec.study_name, storage=spec.storage).get_trials()
+    """The study's trials as the database holds them now (through this process's one storage per URL)."""
+    return optuna.load_study(study_name=spec.study_name, storage=open_storage_db(spec.storage)).get_trials()
 
 
 # -- the search space ------------------------------------------------------------------------------------------
