@@ -41,11 +41,7 @@ def make_spec(
     except MethodError as exc:
         raise TuneError(str(exc)) from None
     store = VoxelStore.open(data_url)
-    parsed = load_space(method, space)
-    clash = sorted(set(fixed or {}) & set(parsed.params))
-    if clash:
-        raise TuneError(f"--set {', '.join(clash)}: searched by the space; remove it from one of them")
-    parsed = load_space(method, {**_raw(parsed), **(fixed or {})})
+    parsed = load_space(method, space, fixed)
     base = parsed.options({})
     region = resolve_region(store, Region(split="auto"))
     items = [r for r in store.records() if region.split == "all" or r["split"] == region.split]
@@ -86,13 +82,3 @@ def prefect_database() -> str | None:
             rest = url.partition("://")[2]
             return f"postgresql+psycopg://{rest}"
     return None
-
-
-def _raw(space: Any) -> dict[str, Any]:
-    """A parsed space back as the mapping it came from."""
-    return {
-        **space.fixed,
-        **{
-            n: p.model_dump(exclude={"kind"}, exclude_none=True, exclude_defaults=True) for n, p in space.params.items()
-        },
-    }

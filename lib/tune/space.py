@@ -200,8 +200,12 @@ def _check_values(space: SearchSpace) -> None:
             check(name, value)
 
 
-def load_space(method: str, source: str | Path | dict[str, Any] | None = None) -> SearchSpace:
-    """The search space for ``method``: a YAML / JSON file, a mapping, or (None) the method's default."""
+def load_space(
+    method: str, source: str | Path | dict[str, Any] | None = None, fixed: dict[str, Any] | None = None
+) -> SearchSpace:
+    """The search space for ``method``: a YAML / JSON file, a mapping, or (None) the method's default; with
+    ``fixed`` options set for every trial over the space's own fixed ones (an option the space searches may
+    not be fixed too)."""
     from lib.features.registry import get_method
 
     cls = get_method(method)
@@ -223,7 +227,10 @@ def load_space(method: str, source: str | Path | dict[str, Any] | None = None) -
             raise TuneError(f"search space file {path}: not YAML or JSON ({exc})") from None
         if not isinstance(raw, dict):
             raise TuneError(f"search space file {path}: expected a mapping of option -> range or choices")
-    return _parse(method, raw)
+    clash = sorted(name for name in fixed or {} if isinstance(raw.get(name), dict))
+    if clash:
+        raise TuneError(f"--set {', '.join(clash)}: searched by the space; remove it from one of them")
+    return _parse(method, {**raw, **(fixed or {})})
 
 
 def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
