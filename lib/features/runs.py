@@ -119,7 +119,7 @@ def region_size(data_url: str, region: Region) -> int:
     region = resolve_region(store, region)
     return sum(
         1
-        for r in store.manifest().items
+        for r in store.manifest(region.batches).items
         if r["status"] == STORED
         and (region.split == "all" or r["split"] == region.split)
         and (region.batches is None or r["batch"] in region.batches)
@@ -129,8 +129,8 @@ def region_size(data_url: str, region: Region) -> int:
 def load_region(data_url: str, region: Region) -> VoxelData:
     """The grids, labels and rows of a store region (cached in-process per store version)."""
     store = VoxelStore.open(data_url)
-    m = store.manifest()
     region = resolve_region(store, region)
+    m = store.manifest(region.batches)
     key = (store.url, region.model_dump_json(), m.n_rows, len(m.items), sum(r["status"] == STORED for r in m.items))
     with _CACHE_LOCK:
         if key in _CACHE:

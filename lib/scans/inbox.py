@@ -31,7 +31,7 @@ from typing import Any
 from lib.errors import VoxclustError
 from lib.scans.batch import LABELS_FILE, batch_name_from_url
 from lib.storage import ObjectInfo, Storage, StorageError, open_storage
-from lib.voxels.store import CLAIMS, FAILED, MANIFEST, STORED, VoxelStore
+from lib.voxels.store import CLAIMS, FAILED, MANIFEST, PENDING, STORED, VoxelStore
 
 READY_MARKER = ".ready"
 RETRY_STATES = frozenset({"FAILED", "CRASHED", "CANCELLED"})
@@ -121,15 +121,14 @@ def processed(store_url: str, batches: list[InboxBatch]) -> set[str]:
     storage = open_storage(store_url)
     if not storage.exists(MANIFEST):
         return set()
-    m = VoxelStore(storage).manifest()
-    done: dict[str, int] = defaultdict(int)
-    open_: set[str] = set()
-    for rec in m.items:
-        if rec["status"] in (STORED, FAILED):
-            done[rec["batch"]] += 1
-        else:
-            open_.add(rec["batch"])
-    return {b.name for b in batches if b.name in m.batches and b.name not in open_ and done[b.name] >= b.n_items}
+    counts = {name: info["counts"] for name, info in VoxelStore(storage).index().batches.items()}  # no records read
+    return {
+        b.name
+        for b in batches
+        if b.name in counts
+        and not counts[b.name][PENDING]
+        and counts[b.name][STORED] + counts[b.name][FAILED] >= b.n_items
+    }
 
 
 def _attempts(storage: Storage, prefix: str) -> list[int]:

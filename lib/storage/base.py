@@ -62,12 +62,17 @@ class Storage(ABC):
     url: str
 
     @abstractmethod
-    def list(self, prefix: str = "") -> list[ObjectInfo]:
-        """All objects under ``prefix`` (recursive), sorted by key.
+    def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """The objects under ``prefix`` (recursive) as the storage pages them out (a page at a time, never
+        the whole key list in memory), in no promised order.
 
         Safe while other writers work under the same prefix: an object that vanishes during the listing is
         left out, one that appears may or may not be in it, and temporary files of writes in progress never
         are (:func:`is_temporary`)."""
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """All objects under ``prefix`` (see :meth:`iter_objects`), sorted by key."""
+        return sorted(self.iter_objects(prefix), key=lambda o: o.key)
 
     @abstractmethod
     def read_bytes(self, key: str) -> bytes: ...

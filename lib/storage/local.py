@@ -31,11 +31,10 @@ class LocalStorage(Storage):
             raise StorageError(f"{self.url}: {key!r} passes through a symbolic link out of the root; refused")
         return path
 
-    def list(self, prefix: str = "") -> list[ObjectInfo]:
+    def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         base = self.root / prefix.strip("/") if prefix.strip("/") else self.root
         if not base.exists():
-            return []
-        out: list[ObjectInfo] = []
+            return
         # os.walk skips folders that vanish under it (onerror=None); a file can vanish between the walk
         # naming it and the lstat (another writer's temporary file renamed or removed): it is not listed.
         for dirpath, _dirs, files in os.walk(base, followlinks=False):
@@ -49,9 +48,7 @@ class LocalStorage(Storage):
                     continue
                 if not stat.S_ISREG(st.st_mode):
                     continue  # a link can point outside the root: never follow it; a FIFO would block a read
-                rel = path.relative_to(self.root).as_posix()
-                out.append(ObjectInfo(rel, st.st_size, st.st_mtime))
-        return sorted(out, key=lambda o: o.key)
+                yield ObjectInfo(path.relative_to(self.root).as_posix(), st.st_size, st.st_mtime)
 
     def read_bytes(self, key: str) -> bytes:
         path = self._path(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Iterator
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -79,19 +80,17 @@ class S3Storage(Storage):
     def _err(self, exc: Exception, what: str) -> StorageError:
         return StorageError(f"{self.url}: {what}: {exc}")
 
-    def list(self, prefix: str = "") -> list[ObjectInfo]:
+    def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         full = join_keys(self.prefix, prefix)
         full = full + "/" if full else ""
-        out: list[ObjectInfo] = []
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
                 for obj in page.get("Contents", []):
                     rel = obj["Key"][len(self.prefix) + 1 :] if self.prefix else obj["Key"]
                     if rel and not rel.endswith("/") and not is_temporary(posixpath.basename(rel)):
-                        out.append(ObjectInfo(rel, int(obj["Size"]), obj["LastModified"].timestamp()))
+                        yield ObjectInfo(rel, int(obj["Size"]), obj["LastModified"].timestamp())
         except Exception as exc:  # botocore raises many types; all mean "cannot list"
             raise self._err(exc, "cannot list objects") from exc
-        return sorted(out, key=lambda o: o.key)
 
     def read_bytes(self, key: str) -> bytes:
         from botocore.exceptions import ClientError

@@ -66,6 +66,7 @@ def test_processed_means_every_item_of_the_batch_is_stored_or_failed(root: str) 
         {"batch": "grown", "status": "stored"},
         {"batch": "grown", "status": "stored"},
     ]
+    items = [{"row": row, **rec} for row, rec in enumerate(items)]  # a store of format 1: records in one document
     m = Manifest(32, 16, {}, items=items, batches={"done": {}, "pending": {}, "grown": {}})
     store.write_json(MANIFEST, m.to_json())
     assert inbox.processed(store.url, batches) == {"done"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,10 +46,7 @@ def write_all(store: VoxelStore, plan_jobs, fail_rows=()) -> None:  # type: igno
 
 
 def chunk_digests(storage: Storage) -> dict[str, str]:
-    return {
-        o.key: hashlib.sha256(storage.read_bytes(o.key)).hexdigest()
-        for o in storage.list("voxels/c")
-    }
+    return {o.key: hashlib.sha256(storage.read_bytes(o.key)).hexdigest() for o in storage.list("voxels/c")}
 
 
 def test_plan_write_finalize(storage: Storage) -> None:
@@ -157,3 +155,92 @@ def test_a_file_gone_before_the_rerun_still_gets_a_status(storage: Storage) -> N
     again = store.plan("b1", "src", listed_now)
     assert (again.skipped, again.reserved, again.resumed) == (0, 0, 6)
     assert "b1/f005.off" in {it.item_id for job in again.jobs for it in job.items}
+
+
+STORE_V1 = Path(__file__).resolve().parents[1] / "data" / "store-v1"  # written by format 1's code: see its README
+
+
+def copy_store_v1(storage: Storage) -> None:
+    for path in sorted(p for p in STORE_V1.rglob("*") if p.is_file() and p.name != "README.md"):
+        storage.write_bytes(path.relative_to(STORE_V1).as_posix(), path.read_bytes())
+
+
+def test_a_store_of_format_1_opens_as_it_is_and_its_first_write_migrates_it(storage: Storage) -> None:
+    copy_store_v1(storage)
+    store = VoxelStore.open(storage)
+    before = {r["item_id"]: r for r in store.records(None)}
+    assert {k: r["status"] for k, r in before.items()} == {
+        **{f"one/{k}": STORED for k in ("bowl/0.off", "cup/1.off", "bowl/2.off", "cup/4.off")},
+        "one/cup/3.off": FAILED,
+        **{f"two/s{i}.pcd": PENDING for i in range(3)},
+    }
+    grids = store.read(sorted(r["row"] for r in before.values()))
+    assert storage.read_json("manifest.json")["format"] == "voxclust-store/1"  # reading migrates nothing
+    assert VoxelStore.open_or_create(storage).summary()["stored"] == 4
+
+    # The first write: the commit record the old code left (it names no batch) merges into batch two's part.
+    assert store.finalize() == 2
+    index = storage.read_json("manifest.json")
+    assert index["format"] == "voxclust-store/2" and "items" not in index
+    assert {k: v["counts"] for k, v in index["batches"].items()} == {
+        "one": {STORED: 4, FAILED: 1, PENDING: 0},
+        "two": {STORED: 2, FAILED: 0, PENDING: 1},
+    }
+    after = {r["item_id"]: r for r in store.records(None)}
+    assert after.keys() == before.keys()
+    for key, rec in before.items():
+        want = {**rec, "status": STORED, "capture": "cloud"} if key in ("two/s0.pcd", "two/s1.pcd") else rec
+        assert after[key] == want
+    assert np.array_equal(store.read(sorted(r["row"] for r in before.values())), grids)
+    assert store.summary()["classes"] == {"bowl": 2, "cup": 2}
+
+    # Batch two resumes its pending item; a new batch starts on the next chunk boundary.
+    plan = store.plan("two", "file:///scans/two", [BatchItem(f"s{i}.pcd", 50) for i in range(3)])
+    assert (plan.skipped, plan.reserved, plan.resumed) == (2, 0, 1)
+    write_all(store, plan.jobs)
+    plan = store.plan("three", "file:///scans/three", items(3))
+    assert plan.jobs[0].start == 10
+    write_all(store, plan.jobs)
+    store.finalize()
+    assert store.summary()["stored"] == 4 + 3 + 3 and store.summary()["pending"] == 0
+    assert np.array_equal(store.read([0, 1, 2, 4]), grids[[0, 1, 2, 4]])
+
+
+def test_a_batch_reads_and_writes_the_index_and_its_own_records_only(storage: Storage) -> None:
+    store = VoxelStore.open_or_create(storage, VoxelConfig(resolution=R), chunk_items=4)
+    for b in range(6):
+        plan = store.plan(f"b{b}", f"s3://in/b{b}", items(20, label=f"c{b % 2}"))
+        write_all(store, plan.jobs)
+        store.finalize()
+    parts = {o.key: storage.read_bytes(o.key) for o in storage.list("manifest")}
+    assert len(parts) == 6
+    index_size = len(storage.read_bytes("manifest.json"))
+    plan = store.plan("new", "s3://in/new", items(20))
+    write_all(store, plan.jobs)
+    store.finalize()
+    # Earlier batches' records were not rewritten; the index grew by one batch's entry, not by 20 records.
+    assert {o.key: storage.read_bytes(o.key) for o in storage.list("manifest") if o.key in parts} == parts
+    assert len(storage.read_bytes("manifest.json")) < index_size * 1.3
+    assert len(store.records()) == 7 * 20
+    assert [r["item_id"] for r in store.records(batches=["b3"])] == [f"b3/f{i:03d}.off" for i in range(20)]
+
+
+def test_records_of_rows_a_plan_never_got_are_ignored(storage: Storage) -> None:
+    """A plan that died after writing its batch's records but before the index that gives it their rows."""
+    store = VoxelStore.open_or_create(storage, VoxelConfig(resolution=R), chunk_items=4)
+    plan = store.plan("a", "s3://in/a", items(4))
+    write_all(store, plan.jobs)
+    store.finalize()
+    part = store.index().batches["a"]["part"]
+    doc = storage.read_json(part)
+    ghost = [{**r, "row": r["row"] + 4, "item_id": f"a/g{i}", "status": PENDING} for i, r in enumerate(doc["items"])]
+    storage.write_json(part, {**doc, "items": doc["items"] + ghost})
+    assert len(store.records(None)) == 4
+    plan = store.plan("b", "s3://in/b", items(4, prefix="g"))  # gets rows 4-7, the ghosts' rows
+    assert plan.jobs[0].start == 4
+    write_all(store, plan.jobs)
+    store.finalize()
+    owners = {r["row"]: r["batch"] for r in store.records(None)}
+    assert owners == {**dict.fromkeys(range(4), "a"), **dict.fromkeys(range(4, 8), "b")}
+    again = store.plan("a", "s3://in/a", items(4))
+    assert (again.skipped, again.reserved, again.resumed) == (4, 0, 0)
