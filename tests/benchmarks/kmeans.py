@@ -19,6 +19,14 @@ Both use every core (faiss and scikit-learn's OpenMP threads). NMI is against th
 part in clustering). Final JSON line: per embedding the median seconds per clustering, the mean NMI of each
 side (and its spread over seeds), the ratio of their mean inertias, their speed ratio, and
 ``kmeans_min_speedup`` / ``kmeans_nmi_not_worse``.
+
+``--sizes`` instead times the cases where the choice matters (:func:`size_cases`, also run by scale.py):
+``901x64`` (the case above: random-CNN test embedding, PCA 64, k = 10, 5 restarts), ``3964x256_k100``
+(DeepCluster's re-clustering: its network's features of the 3,964 non-empty train grids, PCA-whitened to
+256 and L2-normalised as it does, k = 100, 1 restart as it runs) and ``100000x128_k1000`` (synthetic: 1,000
+Gaussian clusters in 128-d, k = 1,000, 1 restart). Final JSON line ``kmeans_speedup`` (scikit-learn's
+seconds over faiss's, the median over ``--seeds``) with the mean inertia ratio and NMI of both sides per case.
+``--device cuda`` trains the faiss side on the GPU (faiss-gpu; fails where faiss sees none).
 """
 
 from __future__ import annotations
@@ -63,14 +71,17 @@ def sklearn_kmeans(x: np.ndarray, k: int, restarts: int, seed: int) -> tuple[np.
     return km.labels_, float(km.inertia_)
 
 
+GPU = False  # --device cuda: the faiss side on the GPU
+
+
 def project_kmeans(x: np.ndarray, k: int, restarts: int, seed: int) -> tuple[np.ndarray, float]:
-    res = kmeans(x, k, seed=seed, restarts=restarts)
+    res = kmeans(x, k, seed=seed, restarts=restarts, gpu=GPU)
     return res.labels, res.inertia
 
 
-def bench(x: np.ndarray, y: np.ndarray, k: int, restarts: int, seeds: int) -> dict[str, Any]:
+def bench(x: np.ndarray, y: np.ndarray, k: int, restarts: int, seeds: int, warm: bool = True) -> dict[str, Any]:
     sides = {"project": project_kmeans, "sklearn": sklearn_kmeans}
-    for fn in sides.values():  # warm-up (imports, thread pools)
+    for fn in sides.values() if warm else ():  # warm-up (imports, thread pools)
         fn(x, k, restarts, 0)
     times: dict[str, list[float]] = {s: [] for s in sides}
     nmis: dict[str, list[float]] = {s: [] for s in sides}
@@ -95,6 +106,47 @@ def bench(x: np.ndarray, y: np.ndarray, k: int, restarts: int, seeds: int) -> di
     }
 
 
+def deepcluster_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """What DeepCluster clusters at its first re-clustering: its network's features of the non-empty train
+    grids, PCA-whitened to 256 and L2-normalised."""
+    from lib.evaluation.pca import fit_pca, l2_normalize
+    from lib.features.base import DataInfo
+    from lib.features.deepcluster import DeepCluster, DeepClusterConfig
+
+    z = np.load(path)
+    x, y = z["X_train"].astype(bool), z["y_train"].astype(np.int64)
+    keep = x.reshape(len(x), -1).any(axis=1)
+    x, y = x[keep], y[keep]
+    dc = DeepCluster(DeepClusterConfig(epochs=0), DataInfo(32, len(x), 10), "cpu")
+    f = dc.embed(x)
+    return l2_normalize(fit_pca(f, 256, whiten=True).transform(f)), y
+
+
+def synthetic(n: int, d: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points around ``k`` centres in ``d`` dimensions; centres and noise both unit normal, so
+    neighbouring clusters overlap as those of real embeddings do."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (k, d)).astype(np.float32)
+    y = rng.integers(0, k, n)
+    return centres[y] + rng.normal(0, 1, (n, d)).astype(np.float32), y
+
+
+def size_cases(data: Path, seeds: int = 3) -> dict[str, dict[str, Any]]:
+    """faiss against scikit-learn at the sizes of :func:`main`'s ``--sizes`` (same k, restarts and seeds)."""
+    embs, y = test_embeddings(data)
+    cases = {"901x64": (pca(embs["random_cnn"], 64), y, 10, 5)}
+    xd, yd = deepcluster_features(data)
+    cases["3964x256_k100"] = (xd, yd, 100, 1)  # 3,964 rows with ModelNet10's train split
+    xs, ys = synthetic(100_000, 128, 1000)
+    cases["100000x128_k1000"] = (xs, ys, 1000, 1)
+    out: dict[str, dict[str, Any]] = {}
+    for name, (x, labels, k, restarts) in cases.items():
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out[name] = {"rows": len(x), **bench(x, labels, k, restarts, seeds, warm=len(x) < 10_000)}
+        print(name, json.dumps(out[name]), file=sys.stderr, flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA)
@@ -102,7 +154,15 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--restarts", type=int, default=5)
+    ap.add_argument("--sizes", action="store_true", help="time the size cases instead (see above)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where faiss trains")
     args = ap.parse_args()
+    global GPU
+    GPU = args.device == "cuda"
+    if args.sizes:
+        cases = size_cases(args.data, min(args.seeds, 3))
+        print(json.dumps({"kmeans_speedup": {n: c["speedup"] for n, c in cases.items()}, "cases": cases}))
+        return
 
     embs, y = test_embeddings(args.data)
     labels = {name: y for name in embs}
