@@ -1,20 +1,25 @@
 """Task runners and the Prefect API they report to.
 
-* ``dask_runner``: a Dask LocalCluster by default, or an existing scheduler by address.
+* ``dask_runner``: a Dask LocalCluster by default, or an existing scheduler by address. Its workers report to
+  the flow's Prefect API whatever cluster they belong to (:class:`ReportingDaskTaskRunner`).
 * ``prefect_api``: with no ``PREFECT_API_URL`` configured, Prefect would start a temporary server in the
   flow process *and another in every Dask worker process* (about 25 s each, and the workers' task runs
-  would land in a database nobody sees). This starts one temporary server and points this process and
-  the workers it spawns at it.
+  would land in a database nobody sees; a worker killed with SIGKILL leaves its server running). This starts
+  one temporary server, which dies with the process that started it however that process ends, and points
+  this process and the workers at it.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import dask
+from distributed.diagnostics.plugin import Environ, WorkerPlugin
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask import DaskTaskRunner
 
@@ -22,13 +27,70 @@ from lib.settings import settings
 
 
 def dask_runner(address: str | None = None, n_workers: int | None = None) -> DaskTaskRunner:
-    """DaskTaskRunner for ``address`` (e.g. ``tcp://10.0.0.5:8786``; also ``VOXCLUST_DASK_ADDRESS``), else a
+    """A task runner for ``address`` (e.g. ``tcp://10.0.0.5:8786``; also ``VOXCLUST_DASK_ADDRESS``), else a
     LocalCluster of ``n_workers`` single-threaded worker processes (default: one per core). Both also come
     from the settings (environment, config file)."""
     address = address or settings().dask_address or None
     if address:
-        return DaskTaskRunner(address=address)
-    return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(n_workers))
+        return ReportingDaskTaskRunner(address=address)
+    return ReportingDaskTaskRunner(cluster_kwargs=local_cluster_kwargs(n_workers))
+
+
+def flow_api_url() -> str:
+    """The Prefect API this process reports to (a temporary server's when none is configured)."""
+    configured = PREFECT_API_URL.value()
+    if configured:
+        return str(configured)
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:  # in ephemeral mode: the process's temporary server
+        return str(client.api_url)
+
+
+def worker_environ() -> dict[str, str]:
+    """What every Dask worker of a flow needs in its environment: the flow's API URL, and no temporary
+    server of its own (a worker that somehow lacks the URL fails with Prefect's error instead of starting one
+    that nobody sees and that a killed worker would leave behind)."""
+    return {"PREFECT_API_URL": flow_api_url(), "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false"}
+
+
+class WorkerEnviron(Environ):
+    """Sets the variables for the worker processes a nanny starts from now on (restarted ones included),
+    without restarting running workers (a shared cluster's other work goes on)."""
+
+    restart = False
+
+
+class RunningWorkerEnviron(WorkerPlugin):
+    """Sets the variables in running worker processes, for Prefect code they import from now on."""
+
+    def __init__(self, environ: dict[str, str]) -> None:
+        self.environ = environ
+
+    def setup(self, worker: Any) -> None:
+        os.environ.update(self.environ)
+
+
+class ReportingDaskTaskRunner(DaskTaskRunner):
+    """A DaskTaskRunner whose workers report to the flow's Prefect API whatever cluster they belong to.
+
+    Dask's nanny starts worker processes with an environment of its own, not the flow process's (measured:
+    a LocalCluster started under ``PREFECT_API_URL`` gave its workers none), so a LocalCluster gets the
+    variables of :func:`worker_environ` through its nannies, and an existing cluster through plugins that set
+    them in its running workers and in every worker its nannies start later."""
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            environ = worker_environ()
+            if self.address is None and self._cluster is None:
+                self.cluster_kwargs = {**self.cluster_kwargs, "env": {**self.cluster_kwargs.get("env", {}), **environ}}
+            client = super().client
+            if self.address is not None:
+                client.register_plugin(WorkerEnviron(environ), name="voxclust-environ")
+                client.register_plugin(RunningWorkerEnviron(environ), name="voxclust-running-environ")
+            return client
+        return super().client
 
 
 def local_cluster_kwargs(n_workers: int | None = None) -> dict[str, Any]:
@@ -75,6 +137,49 @@ def dask_worker_threads() -> int:
     return os.cpu_count() or 1
 
 
+def _die_with_parent() -> None:
+    """In a child before exec: SIGTERM when the parent ends, however it ends (Linux's PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent ended before the call: end now
+        os._exit(1)
+
+
+_SWAP = threading.Lock()
+
+
+def _server_class() -> type[Any]:
+    """Prefect's temporary API server, started so that it ends with this process (a SIGKILLed CLI run would
+    otherwise leave it running: Prefect's own stops it only from an exit handler)."""
+    import subprocess
+    import sys
+
+    import prefect.server.api.server as server_module
+    from prefect.server.api.server import SubprocessASGIServer
+
+    if not sys.platform.startswith("linux"):
+        return SubprocessASGIServer
+
+    class ParentBoundServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            # Prefect's method builds the command and calls its module's ``subprocess.Popen``: that one call
+            # gets the pre-exec hook (the module's name is swapped back at once).
+            def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
+                return subprocess.Popen(*args, preexec_fn=_die_with_parent, **kwargs)  # type: ignore[call-overload]
+
+            with _SWAP:
+                server_module.subprocess = SimpleNamespace(**{**vars(subprocess), "Popen": popen})  # type: ignore[assignment]
+                try:
+                    return super()._run_uvicorn_command()
+                finally:
+                    server_module.subprocess = subprocess
+
+    return ParentBoundServer
+
+
 @contextmanager
 def prefect_api() -> Iterator[str]:
     """Yield the Prefect API URL in use, starting one shared temporary server when none is configured."""
@@ -82,9 +187,7 @@ def prefect_api() -> Iterator[str]:
     if configured:
         yield configured
         return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
+    server = _server_class()()
     server.start(timeout=int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")))
     before = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = server.api_url  # inherited by spawned Dask workers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from distributed import KilledWorker
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import as_completed
@@ -15,6 +16,8 @@ from lib.scans.voxelize import VoxelConfig
 from lib.voxels.ingest import group_jobs
 from lib.voxels.ingest import items_per_task as auto_items_per_task
 from tasks.voxelize import finalize_store, plan_batch, voxelize_chunks
+
+RESUBMITS = 3  # times one task group is submitted again after Dask gave up on it (KilledWorker)
 
 
 @flow(name="voxelize-batch", task_runner=dask_runner())  # type: ignore[arg-type]
@@ -56,17 +59,32 @@ def voxelize_batch(
     futures = voxelize_chunks.map(
         groups, unmapped(plan.source), unmapped(store_url), unmapped(plan.voxel), unmapped(limits)
     )
-    done = stored = failed = 0
+    # A group whose workers kept dying (Dask gives up after its allowed failures: KilledWorker) is submitted
+    # again, up to RESUBMITS times: chunks are rewritten whole with the same bytes, so nothing is stored twice.
+    pending: dict[Any, tuple[list[Any], int]] = {f: (g, 0) for f, g in zip(futures, groups, strict=True)}
+    done = stored = failed = resubmitted = 0
     busy = 0.0
-    for fut in as_completed(futures):
-        for chunk in fut.result():
-            done += chunk.stored + chunk.failed
-            stored += chunk.stored
-            failed += chunk.failed
-            busy += chunk.seconds
-        update_progress_artifact(progress, 100.0 * done / max(todo, 1))
-        emit(f"voxelize {plan.batch}", done, todo)
-        log.info("voxelized %d/%d items (%d stored, %d failed)", done, todo, stored, failed)
+    while pending:
+        for fut in as_completed(list(pending)):
+            group, tries = pending.pop(fut)
+            try:
+                chunks = fut.result()
+            except KilledWorker as exc:
+                if tries >= RESUBMITS:
+                    raise
+                log.warning("chunks %s lost their workers (%s); submitting them again", group[0].chunk, exc)
+                again = voxelize_chunks.submit(group, plan.source, store_url, plan.voxel, limits)
+                pending[again] = (group, tries + 1)
+                resubmitted += 1
+                break  # wait on the new future too
+            for chunk in chunks:
+                done += chunk.stored + chunk.failed
+                stored += chunk.stored
+                failed += chunk.failed
+                busy += chunk.seconds
+            update_progress_artifact(progress, 100.0 * done / max(todo, 1))
+            emit(f"voxelize {plan.batch}", done, todo)
+            log.info("voxelized %d/%d items (%d stored, %d failed)", done, todo, stored, failed)
     summary = finalize_store(store_url)
     result = {
         "batch": plan.batch,
@@ -76,6 +94,7 @@ def voxelize_batch(
         "stored": stored,
         "failed": failed,
         "chunk_seconds": round(busy, 2),  # time spent inside chunks, summed over workers
+        "resubmitted": resubmitted,  # task groups submitted again after their workers died
         "store": summary,
     }
     create_table_artifact(

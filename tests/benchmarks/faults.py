@@ -15,7 +15,9 @@ Then the Prefect API's logs, flow-run parameters and artifacts and every report 
 S3 secret key.
 
 Prints one final JSON line: {"bad_inputs_tried", "bad_inputs_contained", "faults_injected", "items_expected",
-"items_stored_once", "items_lost", "items_duplicated", "secrets_leaked", ...per-scenario figures}.
+"items_stored_once", "items_lost", "items_duplicated", "secrets_leaked", "orphans_left" (processes the
+scenarios left running: started during the benchmark, still alive at its end, not its own descendants),
+...per-scenario figures (``worker_kills_flow_runs``: 1 when the killed batch completed in one flow run)}.
 """
 
 from __future__ import annotations
@@ -60,6 +62,20 @@ def score(name: str, store_url: str, clean: dict[str, Any], prefix: str = "") ->
     return out
 
 
+def left_behind(since: float) -> list[str]:
+    """Processes started since ``since`` that still run but are neither this process, one of its ancestors,
+    nor one of its descendants: orphans (a killed process's children, re-parented to init)."""
+    import psutil
+
+    me = psutil.Process()
+    mine = {me.pid} | {p.pid for p in me.parents()} | {p.pid for p in me.children(recursive=True)}
+    out = []
+    for p in psutil.process_iter(["pid", "create_time", "cmdline"]):
+        if p.info["create_time"] >= since - 1 and p.info["pid"] not in mine:
+            out.append(f"{p.info['pid']}: {' '.join(p.info['cmdline'] or [])[:160]}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-class", type=int, default=72, help="demo scans per class (7 classes): 72 -> 504")
@@ -75,6 +91,7 @@ def main() -> None:
     from tests.faultproxy import FaultProxy
     from tests.support import S3Server
 
+    started = time.time()
     s3 = S3Server()
     os.environ.update(s3.env())
     secret = s3.env()["AWS_SECRET_ACCESS_KEY"]
@@ -121,8 +138,9 @@ def main() -> None:
 
             def run_killed(address: str) -> None:
                 try:
-                    run_voxelize(address, batch_url=batch, store_url=url, chunk_items=8, items_per_task=16)
-                except BaseException as exc:  # KilledWorker when one task met too many kills
+                    result = run_voxelize(address, batch_url=batch, store_url=url, chunk_items=8, items_per_task=16)
+                    figures["worker_kills_resubmitted"] = result["resubmitted"]
+                except BaseException as exc:  # KilledWorker when a task group met too many kills even resubmitted
                     errors.append(exc)
                 finally:
                     done.set()
@@ -134,11 +152,13 @@ def main() -> None:
                 runner = threading.Thread(target=run_killed, args=(cluster.scheduler_address,))
                 runner.start()
                 while not done.wait(args.kill_every):
-                    pids = sorted(client.run(os.getpid).values())
+                    answers = client.run(os.getpid, on_error="return").values()  # a worker may die meanwhile
+                    pids = sorted(pid for pid in answers if isinstance(pid, int))
                     if pids:
                         os.kill(pids[kills % len(pids)], signal.SIGKILL)
                         kills += 1
                 runner.join()
+            figures["worker_kills_flow_runs"] = 1 + bool(errors)
             if errors:  # the operator's (or the next watcher's) answer: run the batch again
                 figures["worker_kills_rerun_after"] = repr(errors[0])[:200]
                 run_voxelize(None, 2, batch_url=batch, store_url=url, chunk_items=8)
@@ -270,6 +290,10 @@ def main() -> None:
                     leaked += secret.encode() in body
     finally:
         s3.stop()
+    time.sleep(2)  # processes told to stop have a moment to do so
+    orphans = left_behind(started)
+    for line in orphans:
+        print(f"left behind: {line}", file=sys.stderr)
 
     out = {
         "bad_inputs_tried": bad_tried,
@@ -280,6 +304,7 @@ def main() -> None:
         "items_lost": totals["lost"],
         "items_duplicated": totals["duplicated"],
         "secrets_leaked": leaked,
+        "orphans_left": len(orphans),
         "faults": dict(faults),
         "scenarios": figures,
     }

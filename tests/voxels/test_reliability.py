@@ -201,3 +201,52 @@ def test_training_killed_mid_epoch_resumes_to_the_same_result(prefect_api: str, 
     for key, value in reference.items():
         if isinstance(value, float) and not key.endswith("seconds"):  # wall times differ, results must not
             assert metrics[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def _alive(pids: set[int]) -> set[int]:
+    import psutil
+
+    out = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.add(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_a_voxelize_run_and_a_worker_killed_leave_no_process_behind(batch: str, tmp_path: Path) -> None:
+    """The CLI with no Prefect API configured (it starts a temporary server) on its own LocalCluster: a worker
+    SIGKILLed, then the CLI process alone SIGKILLed (not its group). Its temporary server, its Dask
+    processes and whatever a worker started all end by themselves."""
+    import psutil
+
+    store_url = str(tmp_path / "store")
+    VoxelStore.open_or_create(store_url, chunk_items=4)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    args = [VOXCLUST, "voxelize", batch, "--out", store_url, "--workers", "2", "--items-per-task", "4", "--json"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        cli = psutil.Process(proc.pid)
+        storage = open_storage(store_url)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not list(storage.iter_objects("_commits")):
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before the kills"
+        family = {p.pid for p in cli.children(recursive=True)}
+        workers = [p for p in cli.children(recursive=True) if "multiprocessing" in " ".join(p.cmdline())]
+        assert workers and any("uvicorn" in " ".join(p.cmdline()) for p in cli.children(recursive=True))
+        workers[0].kill()
+        time.sleep(1.0)
+        family |= {p.pid for p in cli.children(recursive=True)}  # the restarted worker too
+        proc.kill()  # the flow process only: its children are on their own now
+        proc.wait(30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _alive(family):
+            time.sleep(0.2)
+        left = {pid: " ".join(psutil.Process(pid).cmdline())[:120] for pid in _alive(family)}
+        assert not left, f"left behind: {left}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
