@@ -224,7 +224,7 @@ def test_dockerfile_installs_the_project_with_the_constraints_and_torch_index(
 ) -> None:
     name, _, stages = dockerfile
     installs = [(stage, words) for stage in stages for words in pip_installs(stage)]
-    project = [(stage, words) for stage, words in installs if "." in words]
+    project = [(stage, words) for stage, words in installs if any(w == "." or w.startswith(".[") for w in words)]
     assert len(project) == 1, f"{name}: one `pip install ... .` of the project, found {len(project)}"
     stage, words = project[0]
     assert "constraints.txt" in [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-c", "--constraint")], (
@@ -243,11 +243,24 @@ def test_dockerfile_installs_the_project_with_the_constraints_and_torch_index(
     assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text().splitlines()
 
 
+def test_the_cuda_image_replaces_faiss_cpu_with_faiss_gpu_and_checks_its_gpu_api() -> None:
+    _, stages = read_dockerfile(ROOT / "infra" / "docker" / "Dockerfile.cuda")
+    installs = [words for stage in stages for words in pip_installs(stage)]
+    assert any(".[gpu]" in words for words in installs), "the CUDA image installs the project's gpu extra"
+    assert installs[-1][-1] == "faiss-gpu" and "--no-deps" in installs[-1], "faiss-gpu installed last, alone"
+    runs = " ".join(args for stage in stages for args in stage.all("RUN"))
+    assert "pip uninstall -y faiss-cpu" in runs and "StandardGpuResources" in runs
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pins = (ROOT / "constraints.txt").read_text().splitlines()
+    cpu = next(p for p in pins if p.startswith("faiss-cpu=="))
+    assert extras["gpu"] == [cpu.replace("cpu", "gpu")] and cpu.replace("cpu", "gpu") in pins  # same faiss version
+
+
 def test_dockerfile_copies_every_package_before_installing(
     dockerfile: tuple[str, dict[str, str], list[Stage]],
 ) -> None:
     name, _, stages = dockerfile
-    (builder,) = [s for s in stages if any("." in w for w in pip_installs(s))]
+    (builder,) = [s for s in stages if any(w == "." or w.startswith(".[") for ws in pip_installs(s) for w in ws)]
     needed = {"pyproject.toml", "constraints.txt", "README.md", *packages()}
     copied = copy_sources(builder, before="pip install")
     assert needed <= copied, f"{name}: copy {sorted(needed - copied)} before `pip install`"
