@@ -50,7 +50,7 @@ def make_spec(
         raise TuneError(f"{store.url}: no stored items to tune on")
     if cls.needs_labels(make_config(method, base)) and not labelled:
         raise TuneError(f"{method} is supervised here and needs a label on every training item; this store lacks some")
-    objective = objective or default_objective(method, base)
+    objective = objective or default_objective(method)
     check_objective(objective, method, base, labelled)
     name = study_name or method
     storage = storage or settings().tune_storage or prefect_database() or default_storage(store.url)

@@ -25,7 +25,7 @@ Objective = Literal["val_accuracy", "silhouette"]
 OBJECTIVES: tuple[str, ...] = ("val_accuracy", "silhouette")
 
 
-def default_objective(method: str, options: dict[str, Any]) -> Objective:
+def default_objective(method: str) -> Objective:
     """``val_accuracy`` for a classifier, ``silhouette`` for everything else."""
     return "val_accuracy" if _is_classifier(method) else "silhouette"
 
