@@ -16,7 +16,8 @@ S3 secret key.
 
 Prints one final JSON line: {"bad_inputs_tried", "bad_inputs_contained", "faults_injected", "items_expected",
 "items_stored_once", "items_lost", "items_duplicated", "secrets_leaked", "orphans_left" (processes the
-scenarios left running: started during the benchmark, still alive at its end, not its own descendants),
+scenarios left running: started during the benchmark, alive at its end, re-parented to init or carrying
+its mark in their environment, not its own descendants),
 ...per-scenario figures (``worker_kills_flow_runs``: 1 when the killed batch completed in one flow run)}.
 """
 
@@ -62,16 +63,26 @@ def score(name: str, store_url: str, clean: dict[str, Any], prefix: str = "") ->
     return out
 
 
-def left_behind(since: float) -> list[str]:
-    """Processes started since ``since`` that still run but are neither this process, one of its ancestors,
-    nor one of its descendants: orphans (a killed process's children, re-parented to init)."""
+MARK = "VOXCLUST_FAULTS_RUN"  # in the environment of everything the benchmark starts (whatever inherits it)
+
+
+def left_behind(since: float, mark: str) -> list[str]:
+    """Orphans: processes started since ``since``, still running, not this process, one of its ancestors or
+    descendants, that were re-parented to init (their parent was killed) or carry this run's mark. Other
+    processes started on the machine meanwhile are not counted."""
     import psutil
 
     me = psutil.Process()
     mine = {me.pid} | {p.pid for p in me.parents()} | {p.pid for p in me.children(recursive=True)}
     out = []
-    for p in psutil.process_iter(["pid", "create_time", "cmdline"]):
-        if p.info["create_time"] >= since - 1 and p.info["pid"] not in mine:
+    for p in psutil.process_iter(["pid", "ppid", "create_time", "cmdline"]):
+        if p.info["create_time"] < since - 1 or p.info["pid"] in mine:
+            continue
+        try:
+            marked = p.environ().get(MARK) == mark
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            marked = False
+        if p.info["ppid"] == 1 or marked:
             out.append(f"{p.info['pid']}: {' '.join(p.info['cmdline'] or [])[:160]}")
     return out
 
@@ -92,6 +103,7 @@ def main() -> None:
     from tests.support import S3Server
 
     started = time.time()
+    mark = os.environ.setdefault(MARK, f"{os.getpid()}-{started}")
     s3 = S3Server()
     os.environ.update(s3.env())
     secret = s3.env()["AWS_SECRET_ACCESS_KEY"]
@@ -291,7 +303,7 @@ def main() -> None:
     finally:
         s3.stop()
     time.sleep(2)  # processes told to stop have a moment to do so
-    orphans = left_behind(started)
+    orphans = left_behind(started, mark)
     for line in orphans:
         print(f"left behind: {line}", file=sys.stderr)
 
