@@ -138,7 +138,10 @@ def dask_worker_threads() -> int:
 
 
 def _die_with_parent() -> None:
-    """In a child before exec: SIGTERM when the parent ends, however it ends (Linux's PR_SET_PDEATHSIG)."""
+    """In a child before exec: SIGTERM when the parent ends, however it ends (Linux's PR_SET_PDEATHSIG).
+
+    Linux sends it when the *thread* that started the child ends: ``prefect_api`` runs on a thread that
+    outlives the server's use (the CLI's main thread)."""
     import ctypes
     import signal
 
