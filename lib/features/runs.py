@@ -119,10 +119,9 @@ def region_size(data_url: str, region: Region) -> int:
     region = resolve_region(store, region)
     return sum(
         1
-        for r in store.manifest(region.batches).items
+        for r in store.manifest(region.batches).items  # the region's batches only
         if r["status"] == STORED
         and (region.split == "all" or r["split"] == region.split)
-        and (region.batches is None or r["batch"] in region.batches)
     )
 
 
@@ -141,7 +140,6 @@ def load_region(data_url: str, region: Region) -> VoxelData:
         for r in m.items
         if r["status"] == STORED
         and (region.split == "all" or r["split"] == region.split)
-        and (region.batches is None or r["batch"] in region.batches)
     ]
     recs.sort(key=lambda r: r["row"])
     rows = np.array([r["row"] for r in recs], dtype=np.int64)

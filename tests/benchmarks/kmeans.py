@@ -52,16 +52,25 @@ from lib.evaluation.pca import pca  # noqa: E402
 DATA = ROOT.parent / "shared" / "data" / "modelnet10" / "voxels32.npz"
 
 
-def test_embeddings(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def nonempty_grids(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The non-empty grids of ``split`` (train, test) and their labels."""
+    z = np.load(path)
+    x, y = z[f"X_{split}"].astype(bool), z[f"y_{split}"].astype(np.int64)
+    keep = x.reshape(len(x), -1).any(axis=1)
+    return x[keep], y[keep]
+
+
+def random_cnn(x: np.ndarray) -> np.ndarray:
+    """Features of DeepCluster's network with its seeded initial weights (the random-features baseline)."""
     from lib.features.base import DataInfo
     from lib.features.deepcluster import DeepCluster, DeepClusterConfig
 
-    z = np.load(path)
-    x, y = z["X_test"].astype(bool), z["y_test"].astype(np.int64)
-    keep = x.reshape(len(x), -1).any(axis=1)
-    x, y = x[keep], y[keep]
-    dc = DeepCluster(DeepClusterConfig(epochs=0), DataInfo(32, len(x), 10), "cpu")
-    return {"raw": x.reshape(len(x), -1).astype(np.float32), "random_cnn": dc.embed(x)}, y
+    return DeepCluster(DeepClusterConfig(epochs=0), DataInfo(32, len(x), 10), "cpu").embed(x)
+
+
+def test_embeddings(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    x, y = nonempty_grids(path, "test")
+    return {"raw": x.reshape(len(x), -1).astype(np.float32), "random_cnn": random_cnn(x)}, y
 
 
 def sklearn_kmeans(x: np.ndarray, k: int, restarts: int, seed: int) -> tuple[np.ndarray, float]:
@@ -110,15 +119,9 @@ def deepcluster_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """What DeepCluster clusters at its first re-clustering: its network's features of the non-empty train
     grids, PCA-whitened to 256 and L2-normalised."""
     from lib.evaluation.pca import fit_pca, l2_normalize
-    from lib.features.base import DataInfo
-    from lib.features.deepcluster import DeepCluster, DeepClusterConfig
 
-    z = np.load(path)
-    x, y = z["X_train"].astype(bool), z["y_train"].astype(np.int64)
-    keep = x.reshape(len(x), -1).any(axis=1)
-    x, y = x[keep], y[keep]
-    dc = DeepCluster(DeepClusterConfig(epochs=0), DataInfo(32, len(x), 10), "cpu")
-    f = dc.embed(x)
+    x, y = nonempty_grids(path, "train")
+    f = random_cnn(x)
     return l2_normalize(fit_pca(f, 256, whiten=True).transform(f)), y
 
 

@@ -107,11 +107,8 @@ def fill(store: VoxelStore, name: str, n: int) -> None:
 
 
 def items(store: VoxelStore) -> int:
-    """Items in the store, from the index alone (format 2; format 1 reads its one manifest)."""
-    index = store.index()
-    if all("counts" in info for info in index.batches.values()):
-        return sum(sum(info["counts"].values()) for info in index.batches.values())
-    return len(store.records(None))
+    """Items in the store, from the index's per-batch counts alone."""
+    return sum(sum(info["counts"].values()) for info in store.index().batches.values())
 
 
 def write_batch(storage: Storage) -> None:
@@ -140,11 +137,6 @@ def probe(batch_url: str, store_url: str, name: str, measure: Callable[[], Any])
         store.finalize()
         finalize_s = time.perf_counter() - t0
     return {"plan_s": plan_s, "finalize_s": finalize_s}
-
-
-@contextmanager
-def nothing() -> Iterator[None]:
-    yield
 
 
 @contextmanager
