@@ -23,6 +23,7 @@ from distributed.diagnostics.plugin import Environ, WorkerPlugin
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask import DaskTaskRunner
 
+from lib.processes import die_with_parent
 from lib.settings import settings
 
 
@@ -137,20 +138,6 @@ def dask_worker_threads() -> int:
     return os.cpu_count() or 1
 
 
-def _die_with_parent() -> None:
-    """In a child before exec: SIGTERM when the parent ends, however it ends (Linux's PR_SET_PDEATHSIG).
-
-    Linux sends it when the *thread* that started the child ends: ``prefect_api`` runs on a thread that
-    outlives the server's use (the CLI's main thread)."""
-    import ctypes
-    import signal
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() == 1:  # the parent ended before the call: end now
-        os._exit(1)
-
-
 _SWAP = threading.Lock()
 
 
@@ -171,7 +158,7 @@ def _server_class() -> type[Any]:
             # Prefect's method builds the command and calls its module's ``subprocess.Popen``: that one call
             # gets the pre-exec hook (the module's name is swapped back at once).
             def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
-                return subprocess.Popen(*args, preexec_fn=_die_with_parent, **kwargs)  # type: ignore[call-overload]
+                return subprocess.Popen(*args, preexec_fn=die_with_parent, **kwargs)  # type: ignore[call-overload]
 
             with _SWAP:
                 server_module.subprocess = SimpleNamespace(**{**vars(subprocess), "Popen": popen})  # type: ignore[assignment]

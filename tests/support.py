@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from lib.processes import die_with_parent
+
 
 def offline_prefect() -> None:
     """Prefect settings for a benchmark script: its own temporary home, no analytics, quiet logs, and a
@@ -69,6 +71,7 @@ class S3Server:
             [str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,  # a killed test run or benchmark leaves no server behind
         )
         wait_port(self.port)
 

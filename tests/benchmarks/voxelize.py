@@ -1,6 +1,7 @@
 """Voxelize benchmark: the Prefect flow over Dask vs a bare spawn-based process pool, both into S3.
 
 Not collected by pytest. Run:  .venv/bin/python tests/benchmarks/voxelize.py [--workers 2] [--meshes 252]
+[--meshes-large 2520]
 
 Both paths call the same lib code (lib.voxels.ingest: plan, process_chunk, finalize) with the same worker count
 and the same task grouping, and write the same store format to a local S3 server (moto, 127.0.0.1).
@@ -10,13 +11,18 @@ server) is started before timing, as a deployment would already have one.
 Two regimes, each path run ``--repeats`` times (alternating which goes first), rates from the median:
 * cold: each run starts its own workers inside the timing (the flow its Dask LocalCluster, the bare
   path its process pool), as ``voxclust voxelize`` does with no ``--dask-address``;
-* warm: workers are started and have imported the code before timing (a running Dask cluster given by
-  address, as deployments use; a started, warmed process pool), so only the work and its orchestration
-  are timed.
+* warm: workers are started and have done work before timing (a standing Dask cluster given by address,
+  as deployments use, that has run one small voxelize flow; a started process pool that has imported the
+  code), so only the work and its orchestration are timed.
+
+The large mesh batch (``--meshes-large``, 2,520 by default; 0 skips it) is measured warm only.
 
 Prints one final JSON line with "pcd_items", "pcd_flow_items_per_s", "pcd_bare_items_per_s",
-"mesh_flow_items_per_s", "mesh_bare_items_per_s", "overhead_ratio" (flow/bare, meshes; warm) and the
-same figures for the cold regime (keys ending "_cold"), plus every time measured.
+"mesh_flow_items_per_s", "mesh_bare_items_per_s", "overhead_ratio" (flow/bare, 252 meshes; warm),
+"overhead_ratio_2520" (the large batch, warm), "pcd_overhead_ratio", "fixed_s" (the seconds a flow run
+adds to the bare run of the same work: median flow time minus median bare time, 252 meshes, warm;
+"fixed_s_by_batch" gives it for every batch) and the same figures for the cold regime (keys ending
+"_cold"), plus every time measured.
 """
 
 from __future__ import annotations
@@ -77,6 +83,11 @@ def _warm_up() -> None:
     import lib.voxels.ingest  # noqa: F401  (what a worker imports for its first chunk)
 
 
+def warm_cluster(address: str, workers: int, batch_url: str, store_url: str) -> None:
+    """One untimed flow run on the cluster: each worker has run Prefect tasks, as on a standing cluster."""
+    run_flow(batch_url, store_url, workers, address)
+
+
 def run_bare(batch_url: str, store_url: str, workers: int, pool: Executor | None = None) -> dict[str, Any]:
     """plan, chunks over a spawn-based process pool (the flow's grouping rule), finalize."""
     plan = plan_batch(batch_url, store_url)
@@ -121,6 +132,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--meshes", type=int, default=252, help="demo meshes (7 classes; rounded up to a multiple of 7)")
+    ap.add_argument("--meshes-large", type=int, default=2520, help="a larger demo mesh batch, warm only (0: none)")
+    ap.add_argument("--repeats-large", type=int, default=2, help="runs of each path for the large batch")
     ap.add_argument("--pcd", type=Path, default=PCD_DIR)
     ap.add_argument("--skip-pcd", action="store_true")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each path per regime; rates use the median")
@@ -138,20 +151,36 @@ def main() -> None:
     bucket = server.new_bucket()
     w = args.workers
     figures: dict[str, Any] = {"workers": w}
+    n_large = 0
+    fixed: dict[str, dict[str, float]] = {}  # regime -> batch -> median flow seconds minus median bare seconds
     try:
         with prefect_api():
             mesh_url = f"s3://{bucket}/batches/meshes"
             n_meshes = write_demo_batch(mesh_url, n_per_class=-(-args.meshes // 7), seed=7, point_cloud_share=0.0)
-            datasets = [("mesh", mesh_url, n_meshes)]
+            warm_url = f"s3://{bucket}/batches/warm-up"
+            write_demo_batch(warm_url, n_per_class=2, seed=3, point_cloud_share=0.0)
+            datasets = [("mesh", mesh_url, n_meshes, args.repeats, True)]
+            if args.meshes_large:
+                large_url = f"s3://{bucket}/batches/meshes-large"
+                n_large = write_demo_batch(
+                    large_url, n_per_class=-(-args.meshes_large // 7), seed=11, point_cloud_share=0.0
+                )
+                datasets.append((f"mesh{n_large}", large_url, n_large, args.repeats_large, False))
             if not args.skip_pcd and args.pcd.is_dir():
                 pcd_url = f"s3://{bucket}/batches/mn10"
-                datasets.insert(0, ("pcd", pcd_url, upload_tree(args.pcd, pcd_url, args.pcd_limit)))
+                datasets.insert(0, ("pcd", pcd_url, upload_tree(args.pcd, pcd_url, args.pcd_limit), args.repeats, True))
             stores = f"s3://{bucket}/stores"
-            for name, url, n in datasets:
-                cold = {} if args.skip_cold else measure(
-                    name, n, args.repeats,
-                    {"bare": lambda s, u=url: run_bare(u, s, w), "flow": lambda s, u=url: run_flow(u, s, w)},
-                    f"{stores}/cold",
+            for name, url, n, repeats, with_cold in datasets:
+                cold = (
+                    {}
+                    if args.skip_cold or not with_cold
+                    else measure(
+                        name,
+                        n,
+                        repeats,
+                        {"bare": lambda s, u=url: run_bare(u, s, w), "flow": lambda s, u=url: run_flow(u, s, w)},
+                        f"{stores}/cold",
+                    )
                 )
                 with (
                     LocalCluster(**local_cluster_kwargs(w)) as cluster,
@@ -163,8 +192,11 @@ def main() -> None:
                     for f in [pool.submit(_warm_up) for _ in range(4 * w)]:
                         f.result()
                     addr = cluster.scheduler_address
+                    warm_cluster(addr, w, warm_url, f"{stores}/warm-up-{name}")
                     warm = measure(
-                        name, n, args.repeats,
+                        name,
+                        n,
+                        repeats,
                         {
                             "bare": lambda s, u=url, p=pool: run_bare(u, s, w, p),  # type: ignore[misc]
                             "flow": lambda s, u=url, a=addr: run_flow(u, s, w, a),  # type: ignore[misc]
@@ -181,13 +213,23 @@ def main() -> None:
                     figures[f"{name}_bare_items_per_s{suffix}"] = round(n / t_bare, 1)
                     figures[f"{name}_{regime}_flow_s"] = [round(t, 2) for t in times["flow"]]
                     figures[f"{name}_{regime}_bare_s"] = [round(t, 2) for t in times["bare"]]
+                    fixed.setdefault(regime, {})[name] = round(t_flow - t_bare, 2)
     finally:
         server.stop()
+    large = f"mesh{n_large}" if n_large else None
     for suffix in ("", "_cold"):
-        for name, key in (("mesh", "overhead_ratio"), ("pcd", "pcd_overhead_ratio")):
+        keys = [("mesh", "overhead_ratio"), ("pcd", "pcd_overhead_ratio")]
+        if large:
+            keys.append((large, f"overhead_ratio_{n_large}"))
+        for name, key in keys:
             if f"{name}_flow_items_per_s{suffix}" in figures:
                 ratio = figures[f"{name}_flow_items_per_s{suffix}"] / figures[f"{name}_bare_items_per_s{suffix}"]
                 figures[key + suffix] = round(ratio, 3)
+    if "mesh" in fixed.get("warm", {}):
+        figures["fixed_s"] = fixed["warm"]["mesh"]
+    figures["fixed_s_by_batch"] = fixed.get("warm", {})
+    if "cold" in fixed:
+        figures["fixed_s_by_batch_cold"] = fixed["cold"]
     figures["chunk_seconds"] = chunk_seconds
     print(json.dumps(figures))
 

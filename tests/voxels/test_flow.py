@@ -130,3 +130,31 @@ def test_task_size_follows_the_cluster_the_flow_runs_on(prefect_api: str) -> Non
             return dask_worker_threads()
 
         assert probe() == 3
+
+
+def test_commits_written_so_far_merge_while_the_last_tasks_run(
+    prefect_api: str, s3_batch: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With more tasks than worker threads, the flow merges the commits of finished tasks once every task left
+    is running; the final merge takes the rest, and the store ends as complete as with one merge."""
+    import flows.voxelize as flow_module
+    from lib.voxels.store import COMMITS
+
+    store_url = f"s3://{s3_bucket}/stores/early"
+    storage = open_storage(store_url)
+    merged: list[tuple[int, int]] = []  # (commit records waiting, items still pending in the records)
+    real = flow_module.merge_commits
+
+    def spy(url: str) -> int:
+        merged.append((len(storage.list(COMMITS)), VoxelStore.open(url).summary()["pending"]))
+        return real(url)
+
+    monkeypatch.setattr(flow_module, "merge_commits", spy)
+    result = run_flow(s3_batch, store_url, chunk_items=4, items_per_task=4)  # 26 items: 7 tasks, 2 threads
+    assert len(merged) == 1
+    waiting, pending = merged[0]
+    assert waiting >= 1 and pending == result["items"]  # finished tasks' commits, not yet merged
+    store = VoxelStore.open(store_url)
+    summary = store.summary()
+    assert summary["pending"] == 0 and summary["stored"] == result["stored"] and summary["failed"] == 5
+    assert storage.list(COMMITS) == [] and len(store.records(None)) == result["items"]
