@@ -1,4 +1,4 @@
-"""k-means with faiss (best of seeded restarts, never subsampled, CPU or GPU) and the elbow sweep that picks k.
+"""k-means with faiss (best of seeded restarts, iterations never subsampled, CPU or GPU) and the elbow sweep.
 
 k-means is faiss (``faiss.Kmeans``), one faiss run per restart with seed ``seed + r`` (faiss's own ``nredo``
 would hide the per-restart objective), keeping the restart with the lowest inertia.
