@@ -89,7 +89,7 @@ def voxelize_batch(
             log.info("voxelized %d/%d items (%d stored, %d failed)", done, todo, stored, failed)
             if not merged_early and 0 < len(pending) <= threads:
                 # Every task left is running: merge the commits written so far meanwhile, so the final merge
-                # has only the last tasks' commits to read (154 commits for 4,899 point clouds: about 1.5 s).
+                # has only the last tasks' commits to read (merging 75 chunks' commits took 0.7-1.1 s).
                 merge_commits(store_url)
                 merged_early = True
     summary = finalize_store(store_url)

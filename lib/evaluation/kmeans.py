@@ -151,17 +151,18 @@ def _restarts(
     inertias: list[float] = []
     n = xf.shape[0]
     seed_rows = min(n, max(SEED_ROWS_PER_CENTROID * k, SEED_ROWS_MIN))
-    x64 = xf.astype(np.float64) if init != "random" and seed_rows == n else None
+    x64: npt.NDArray[np.float64] | None = None  # all rows in float64, made once when seeding uses them all
     for run_seed in range(seed, seed + restarts):
         run_params = dict(params, seed=run_seed)
         init_centroids: F32 | None = None
         if init == "faiss-kmeans++" and FAISS_HAS_KMEANS_PLUS_PLUS:
             run_params["init_method"] = faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS
         elif init != "random":  # greedy k-means++ (also for faiss-kmeans++ where faiss lacks it)
-            if x64 is None:
+            if seed_rows < n:
                 sample = np.sort(np.random.default_rng(run_seed).choice(n, seed_rows, replace=False))
                 rows = xf[sample].astype(np.float64)
             else:
+                x64 = xf.astype(np.float64) if x64 is None else x64
                 rows = x64
             centres, _ = kmeans_plusplus(rows, k, random_state=run_seed)
             init_centroids = np.ascontiguousarray(centres, dtype=np.float32)
