@@ -83,11 +83,6 @@ def _warm_up() -> None:
     import lib.voxels.ingest  # noqa: F401  (what a worker imports for its first chunk)
 
 
-def warm_cluster(address: str, workers: int, batch_url: str, store_url: str) -> None:
-    """One untimed flow run on the cluster: each worker has run Prefect tasks, as on a standing cluster."""
-    run_flow(batch_url, store_url, workers, address)
-
-
 def run_bare(batch_url: str, store_url: str, workers: int, pool: Executor | None = None) -> dict[str, Any]:
     """plan, chunks over a spawn-based process pool (the flow's grouping rule), finalize."""
     plan = plan_batch(batch_url, store_url)
@@ -192,7 +187,7 @@ def main() -> None:
                     for f in [pool.submit(_warm_up) for _ in range(4 * w)]:
                         f.result()
                     addr = cluster.scheduler_address
-                    warm_cluster(addr, w, warm_url, f"{stores}/warm-up-{name}")
+                    run_flow(warm_url, f"{stores}/warm-up-{name}", w, addr)  # untimed: as on a standing cluster
                     warm = measure(
                         name,
                         n,
@@ -216,11 +211,10 @@ def main() -> None:
                     fixed.setdefault(regime, {})[name] = round(t_flow - t_bare, 2)
     finally:
         server.stop()
-    large = f"mesh{n_large}" if n_large else None
     for suffix in ("", "_cold"):
         keys = [("mesh", "overhead_ratio"), ("pcd", "pcd_overhead_ratio")]
-        if large:
-            keys.append((large, f"overhead_ratio_{n_large}"))
+        if n_large:
+            keys.append((f"mesh{n_large}", f"overhead_ratio_{n_large}"))
         for name, key in keys:
             if f"{name}_flow_items_per_s{suffix}" in figures:
                 ratio = figures[f"{name}_flow_items_per_s{suffix}"] / figures[f"{name}_bare_items_per_s{suffix}"]
