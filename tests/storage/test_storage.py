@@ -261,6 +261,16 @@ class TestS3Storage(StorageContract):
         keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=storage.bucket)["Contents"]]
         assert keys == ["some/prefix/a/b"]
 
+    def test_storages_with_the_same_settings_share_one_client(self, storage: Storage, s3_bucket: str) -> None:
+        # A voxelize run opens its batch and store several times; each new client cost 0.15-0.3 s of CPU.
+        other = open_storage(f"s3://{s3_bucket}/elsewhere")
+        assert isinstance(storage, S3Storage) and isinstance(other, S3Storage)
+        assert other.client is storage.client
+        other.write_bytes("k", b"v")
+        assert other.exists("k") and not storage.exists("k")  # each storage keeps to its own prefix
+        moved = S3Settings(endpoint_url=f"http://127.0.0.1:{free_port()}")
+        assert S3Storage(s3_bucket, "elsewhere", moved).client is not storage.client
+
     def test_survives_pickle(self, storage: Storage) -> None:
         import pickle
 
