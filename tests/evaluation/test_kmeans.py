@@ -65,7 +65,7 @@ def test_kmeans_plus_plus_is_sklearns_greedy_seeding(monkeypatch: pytest.MonkeyP
 
 
 def test_kmeans_plus_plus_seeds_large_inputs_on_a_sample(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Above max(20 k, 10,000) rows the greedy seeding sees a seeded uniform sample of that many rows (it
+    """Above max(40 k, 10,000) rows the greedy seeding sees a seeded uniform sample of that many rows (it
     reads every row once per centre); the iterations still use every row."""
     x, y = blobs(6000, 2, 4, seed=5)  # 12,000 rows
     seen: list[np.ndarray] = []
