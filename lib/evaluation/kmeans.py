@@ -14,11 +14,12 @@ would hide the per-restart objective), keeping the restart with the lowest inert
   on all rows up to ``max(SEED_ROWS_PER_CENTROID * k, SEED_ROWS_MIN)`` of them, else on a uniform sample of
   that many rows drawn with the restart's seed (greedy seeding reads every row once per centre: 11-13 s on
   all 100,000 x 128 rows for k = 1,000, 4-8 s on 40,000); the iterations always use every row.
-  Measured at 100,000 x 128, k = 1,000 (synthetic, 20 iterations; faiss converges in about 12): seeding on
-  40,000 rows ends at scikit-learn's inertia (0.9999x, NMI 0.9923 against 0.9924), on 30,000 at 1.007x, on
-  20,000 at 1.005-1.012x, on all rows 1.002x, on 10,000 1.014-1.020x; fewer candidates per centre than
-  scikit-learn's 2 + ln k save little time and cost inertia (3 instead of 8: 1.05x). faiss's own k-means++
-  (``"faiss-kmeans++"``, plain, not greedy) ends at 1.10x whatever the iterations.
+  Measured at 100,000 x 128, k = 1,000 (synthetic, 20 iterations; faiss converges in about 12), mean of 3
+  seeds: seeding on 20,000 rows ends at 1.008x scikit-learn's inertia, on 40,000 at 1.006x, on all rows
+  at 1.002x (per seed 0.9998-1.0066: the seeds' spread is larger than these gaps), at 4.8, 6.6 and 14.0 s
+  against scikit-learn's 43 s; fewer candidates per centre than scikit-learn's 2 + ln k save little time
+  and cost inertia (3 instead of 8: 1.05x). faiss's own k-means++ (``"faiss-kmeans++"``, plain, not greedy)
+  ends at 1.10x whatever the iterations.
   ``"random"`` is faiss's default: k distinct rows drawn at random.
 * faiss re-seeds empty clusters by splitting large ones during training; ``n_empty`` is nevertheless counted
   on the final assignment.
@@ -83,7 +84,7 @@ FAISS_HAS_KMEANS_PLUS_PLUS: bool = hasattr(faiss, "ClusteringInitMethod_KMEANS_P
 )
 INITS = ("kmeans++", "faiss-kmeans++", "random")
 # Greedy k-means++ seeds on at most max(SEED_ROWS_PER_CENTROID * k, SEED_ROWS_MIN) rows (a uniform sample).
-SEED_ROWS_PER_CENTROID = 40  # 20 ended 0.8-1.2% above scikit-learn's inertia at 100,000 x 128, k = 1,000
+SEED_ROWS_PER_CENTROID = 40  # 20: 0.8% above scikit-learn's mean inertia at 100,000 x 128, k = 1,000; 40: 0.6%
 SEED_ROWS_MIN = 10_000
 Init = Literal["kmeans++", "faiss-kmeans++", "random"]
 
