@@ -90,6 +90,9 @@ def shared_client(s: S3Settings) -> Any:
                     connect_timeout=s.connect_timeout_s,
                     retries={"max_attempts": s.max_attempts, "mode": "adaptive"},
                     s3={"addressing_style": "path"},
+                    # Shared by every storage of the process: room for several 10-thread transfers at once
+                    # (botocore's default of 10 would open and discard connections past that, with a warning).
+                    max_pool_connections=50,
                 ),
             )
     return client
