@@ -120,8 +120,7 @@ def region_size(data_url: str, region: Region) -> int:
     return sum(
         1
         for r in store.manifest(region.batches).items  # the region's batches only
-        if r["status"] == STORED
-        and (region.split == "all" or r["split"] == region.split)
+        if r["status"] == STORED and (region.split == "all" or r["split"] == region.split)
     )
 
 
@@ -135,12 +134,7 @@ def load_region(data_url: str, region: Region) -> VoxelData:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    recs = [
-        r
-        for r in m.items
-        if r["status"] == STORED
-        and (region.split == "all" or r["split"] == region.split)
-    ]
+    recs = [r for r in m.items if r["status"] == STORED and (region.split == "all" or r["split"] == region.split)]
     recs.sort(key=lambda r: r["row"])
     rows = np.array([r["row"] for r in recs], dtype=np.int64)
     labels = np.array([-1 if r["label"] is None else r["label"] for r in recs], dtype=np.int64)

@@ -110,9 +110,7 @@ def _make_cone(rng: np.random.Generator) -> trimesh.Trimesh:
 def _make_torus(rng: np.random.Generator) -> trimesh.Trimesh:
     major = 0.5
     minor = major * rng.uniform(0.2, 0.45)
-    mesh = trimesh.creation.torus(
-        major_radius=major, minor_radius=minor, major_sections=32, minor_sections=16
-    )
+    mesh = trimesh.creation.torus(major_radius=major, minor_radius=minor, major_sections=32, minor_sections=16)
     mesh.apply_scale((rng.uniform(0.85, 1.15), rng.uniform(0.85, 1.15), rng.uniform(0.8, 1.2)))
     return mesh
 

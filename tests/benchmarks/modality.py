@@ -272,9 +272,7 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="working folder (default: a new temporary one)")
     args = ap.parse_args()
     offline_prefect()
-    cfg = VoxelConfig(
-        resolution=32, mode=args.mode, representation=args.representation, shell_width=args.shell_width
-    )
+    cfg = VoxelConfig(resolution=32, mode=args.mode, representation=args.representation, shell_width=args.shell_width)
     work = Path(args.work or tempfile.mkdtemp(prefix="voxclust-modality-"))
     result: dict[str, Any] = {"mesh_pcd_iou": mesh_pcd(cfg), "density_iou": density(cfg)}
     print(json.dumps(result), file=sys.stderr, flush=True)

@@ -39,8 +39,6 @@ def test_a_mesh_and_its_point_cloud_give_about_the_same_grid(model: str) -> None
     assert iou(voxelize(mesh, FIELD), voxelize(cloud, FIELD)) >= 0.7
 
 
-
-
 @pytest.mark.parametrize("shape", sorted(density_shapes()))
 def test_the_density_of_a_cloud_hardly_changes_its_grid(shape: str) -> None:
     m = density_shapes()[shape]
