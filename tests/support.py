@@ -4,7 +4,9 @@ shapes, and helpers that several test modules share."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +27,10 @@ def offline_prefect() -> None:
     """Prefect settings for a benchmark script: its own temporary home, no analytics, quiet logs, and a
     temporary local API unless the script starts one (``flows.runners.prefect_api``). Call before importing
     Prefect."""
-    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="voxclust-bench-prefect-"))
+    if "PREFECT_HOME" not in os.environ:
+        home = tempfile.mkdtemp(prefix="voxclust-bench-prefect-")
+        atexit.register(shutil.rmtree, home, ignore_errors=True)  # its processes end before this one
+        os.environ["PREFECT_HOME"] = home
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

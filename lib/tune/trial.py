@@ -60,6 +60,11 @@ def run_trial(request: TrialRequest, threads: int | None = None) -> dict[str, An
             ref = create_run(run)
             session = Session(ref.run_url)
             reported = set(study._storage.get_trial(tid).intermediate_values)
+            last = int(session.ckpt["epochs_done"]) - 1
+            if last >= 0 and last not in reported:
+                # Killed between storing an epoch and reporting it: the state is that epoch's, report it now.
+                value = epoch_value(session, spec.objective, spec.k, spec.seed)
+                trial.report(value, last)
             for epoch in range(session.ckpt["epochs_done"], ref.epochs):
                 session.prepare(epoch)
                 session.train(epoch)

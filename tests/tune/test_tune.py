@@ -17,7 +17,8 @@ import optuna
 import pytest
 from typer.testing import CliRunner
 
-from lib.features.runs import Session
+from lib.features.runs import CHECKPOINT, Session, _load
+from lib.storage import open_storage
 from lib.tune import make_spec
 from lib.tune.space import DEFAULT_SPACES, TuneError, load_space
 from lib.tune.study import TuneSpec, open_storage_db, open_study, renew, take_over_stale
@@ -178,6 +179,15 @@ def _tune_cmd(store: str, *extra: str) -> list[str]:
             "--pruner", "none", "--json", "--space", str(space), *extra]  # fmt: skip
 
 
+def _has_checkpoint(run_url: str) -> bool:
+    return open_storage(run_url).exists(CHECKPOINT)
+
+
+def _epochs_done(run_url: str) -> int:
+    """The epochs a run's checkpoint holds (written whole: never read half-written)."""
+    return int(_load(open_storage(run_url))["epochs_done"])
+
+
 def _env(prefect_api: str) -> dict[str, str]:
     return {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(ROOT)}
 
@@ -188,26 +198,30 @@ def test_killed_search_resumes_without_losing_or_repeating_a_trial(tmp_path: Pat
     spec = make_spec("voxnet", store, trials=3, space=SPACE, fixed={"epochs": 8}, pruner="none")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(prefect_api), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    run_url = spec.trial_run_url(1)
     deadline = time.monotonic() + 240
     killed_at = None
     try:
+        # Wait for trial 1's run, then step the search: frozen (SIGSTOP) while its checkpoint is read, let on for
+        # a few ms at a time, killed once two epochs are stored. How slow the poll is (a loaded CI machine) then
+        # cannot let the trial run past its middle, as a free-running poll could.
+        while time.monotonic() < deadline and proc.poll() is None and not _has_checkpoint(run_url):
+            time.sleep(0.05)
         while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-            try:
-                trials = _trials(spec)
-            except KeyError:  # the study is not created yet
-                continue
-            running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.number == 1]
-            if running and len(running[0].intermediate_values) >= 2:
+            os.killpg(proc.pid, signal.SIGSTOP)
+            if _epochs_done(run_url) >= 2:
                 os.killpg(proc.pid, signal.SIGKILL)
-                killed_at = running[0]
+                proc.wait()
+                killed_at = next(t for t in _trials(spec) if t.number == 1)
                 break
+            os.killpg(proc.pid, signal.SIGCONT)
+            time.sleep(0.01)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert killed_at is not None, "the search never reached the middle of its second trial"
-    run_url = spec.trial_run_url(1)
+    assert killed_at.state == optuna.trial.TrialState.RUNNING
     before = Session(run_url).history  # the epochs trial 1 had finished when it was killed
     assert 2 <= len(before) < 8
 
@@ -224,6 +238,35 @@ def test_killed_search_resumes_without_losing_or_repeating_a_trial(tmp_path: Pat
     # the epochs done before the kill were not trained again: their logged times are the same entries
     assert [h["train_seconds"] for h in after[: len(before)]] == [h["train_seconds"] for h in before]
     assert json.loads(done.stdout)["best"]["trial"] in (0, 1, 2)
+
+
+def test_a_trial_killed_between_storing_an_epoch_and_reporting_it_reports_it_on_resume(tmp_path: Path) -> None:
+    from lib.features.runs import Region, RunRequest, create_run
+    from lib.tune.study import ask, owner
+    from lib.tune.trial import TrialRequest, run_trial
+
+    store = _store(tmp_path / "r")
+    spec = make_spec("voxnet", store, trials=1, space=SPACE, fixed={"epochs": 3}, pruner="none",
+                     storage=f"sqlite:///{tmp_path / 'r.db'}")  # fmt: skip
+    study = open_study(spec)
+    asked = ask(study, spec)
+    assert asked is not None
+    request = TrialRequest(spec=spec, number=asked[0], values=asked[1], owner=owner())
+    # What a kill leaves: epochs 0 and 1 stored in the run's checkpoint, only epoch 0 reported to the study.
+    ref = create_run(RunRequest(method=spec.method, data_url=spec.data_url, options=request.options,
+                                region=Region(split="auto"), run_url=request.run_url, device=spec.device))  # fmt: skip
+    session = Session(ref.run_url)
+    for epoch in range(2):
+        session.prepare(epoch)
+        session.train(epoch)
+    study._storage.set_trial_intermediate_value(study.trials[0]._trial_id, 0, 0.5)
+
+    result = run_trial(request)
+    assert result["state"] == "complete" and result["epochs_done"] == 3
+    values = _trials(spec)[0].intermediate_values
+    assert sorted(values) == [0, 1, 2], "the epoch stored but not reported is reported, none is trained twice"
+    assert values[0] == 0.5
+    assert len(Session(ref.run_url).history) == 3
 
 
 # -- PostgreSQL: a study two processes share -----------------------------------------------------------------------
