@@ -90,7 +90,7 @@ PRESETS: dict[str, list[MethodEntry]] = {
         MethodEntry(name="triplet", method="triplet", options={"epochs": 2}),
         MethodEntry(name="softtriple", method="softtriple", options={"epochs": 2}),
         MethodEntry(name="voxnet", method="voxnet", options={"epochs": 6}),
-        # 1 epoch left VRN's test accuracy at 0.21 on the demo; 6 (as voxnet) reach 0.86 in about 10 s.
+        # 1 epoch left VRN's test accuracy at 0.21 on the demo; 6 (as voxnet) reach 0.86 in 4 s of training.
         MethodEntry(name="vrn", method="vrn", options={"epochs": 6, "stem_stride": 2}),
         # The contrastive pretext needs its epochs (NMI on all demo items: 30 epochs 0.89, 60 epochs 0.89-0.94
         # over seeds 0-2); about a minute on 2 cores.
