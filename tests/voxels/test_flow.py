@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 import numpy as np
@@ -158,3 +159,28 @@ def test_commits_written_so_far_merge_while_the_last_tasks_run(
     summary = store.summary()
     assert summary["pending"] == 0 and summary["stored"] == result["stored"] and summary["failed"] == 5
     assert storage.list(COMMITS) == [] and len(store.records(None)) == result["items"]
+
+
+def test_a_chunk_result_the_flow_has_read_is_released_from_the_cluster() -> None:
+    """Else the cluster keeps it, and when the worker holding it dies, Dask computes it again elsewhere."""
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from distributed import Client
+
+    from flows.voxelize import _release
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        fut = client.submit(sum, [1, 2], key="a-chunk-group")
+        assert fut.result() == 3
+        _release(SimpleNamespace(wrapped_future=fut))
+        deadline = time.monotonic() + 10
+        while "a-chunk-group" in client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks)):
+            assert time.monotonic() < deadline, "the scheduler still holds the read result"
+            time.sleep(0.05)
+    local: Future[int] = Future()
+    local.set_result(1)
+    _release(SimpleNamespace(wrapped_future=local))  # a thread-pool runner's future: nothing to release

@@ -86,6 +86,42 @@ def test_a_dask_worker_killed_mid_run(prefect_api: str, batch: str, clean: Voxel
     _assert_same_items(VoxelStore.open(store_url), clean)
 
 
+def test_a_task_group_dask_gave_up_on_is_resubmitted_in_the_same_run(
+    prefect_api: str, batch: str, clean: VoxelStore, tmp_path: Path
+) -> None:
+    """With no failures allowed, killing the worker that runs a chunk task makes Dask give up on it at once
+    (KilledWorker): the flow submits that group again and the one run stores every item once."""
+    import dask
+
+    store_url = str(tmp_path / "store")
+    result: dict[str, Any] = {}
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        run = threading.Thread(
+            target=lambda: result.update(
+                run_voxelize(
+                    cluster.scheduler_address, batch_url=batch, store_url=store_url, chunk_items=4, items_per_task=4
+                )
+            )
+        )
+        run.start()
+        deadline = time.monotonic() + 60
+        busy: list[str] = []
+        while time.monotonic() < deadline and not busy:
+            busy = [w for w, keys in client.processing().items() if any("voxelize_chunks" in str(k) for k in keys)]
+            time.sleep(0.02)
+        assert busy, "no chunk task ever ran"
+        os.kill(client.run(os.getpid, workers=[busy[0]])[busy[0]], signal.SIGKILL)
+        run.join(180)
+    assert not run.is_alive() and result, "the run did not finish"
+    assert result["resubmitted"] >= 1
+    assert result["stored"] + result["skipped"] == clean.summary()["stored"]
+    _assert_same_items(VoxelStore.open(store_url), clean)
+
+
 def test_the_flow_process_killed_mid_batch_then_run_again(
     prefect_api: str, batch: str, clean: VoxelStore, tmp_path: Path
 ) -> None:
