@@ -57,6 +57,14 @@ def clean(batch: str, tmp_path_factory: pytest.TempPathFactory, prefect_api: str
     return VoxelStore.open(url)
 
 
+def _start_run(address: str, batch: str, store_url: str, result: dict[str, Any]) -> threading.Thread:
+    """A voxelize run on the cluster at ``address`` in a thread of its own; ``result`` gets its summary."""
+    kw = {"batch_url": batch, "store_url": store_url, "chunk_items": 4, "items_per_task": 4}
+    run = threading.Thread(target=lambda: result.update(run_voxelize(address, **kw)))
+    run.start()
+    return run
+
+
 def test_a_dask_worker_killed_mid_run(prefect_api: str, batch: str, clean: VoxelStore, tmp_path: Path) -> None:
     store_url = str(tmp_path / "store")
     result: dict[str, Any] = {}
@@ -64,14 +72,7 @@ def test_a_dask_worker_killed_mid_run(prefect_api: str, batch: str, clean: Voxel
         LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
-        run = threading.Thread(
-            target=lambda: result.update(
-                run_voxelize(
-                    cluster.scheduler_address, batch_url=batch, store_url=store_url, chunk_items=4, items_per_task=4
-                )
-            )
-        )
-        run.start()
+        run = _start_run(cluster.scheduler_address, batch, store_url, result)
         # once chunks are being written, kill one worker process outright (its nanny starts a new one)
         commits = open_storage(store_url)
         deadline = time.monotonic() + 60
@@ -100,14 +101,7 @@ def test_a_task_group_dask_gave_up_on_is_resubmitted_in_the_same_run(
         LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
-        run = threading.Thread(
-            target=lambda: result.update(
-                run_voxelize(
-                    cluster.scheduler_address, batch_url=batch, store_url=store_url, chunk_items=4, items_per_task=4
-                )
-            )
-        )
-        run.start()
+        run = _start_run(cluster.scheduler_address, batch, store_url, result)
         deadline = time.monotonic() + 60
         busy: list[str] = []
         while time.monotonic() < deadline and not busy:
