@@ -72,7 +72,6 @@ def voxelize_batch(
             try:
                 chunks = fut.result()
             except KilledWorker as exc:
-                _release(fut)
                 if tries >= RESUBMITS:
                     raise
                 log.warning("chunks %s lost their workers (%s); submitting them again", group[0].chunk, exc)
@@ -80,7 +79,8 @@ def voxelize_batch(
                 pending[again] = (group, tries + 1)
                 resubmitted += 1
                 break  # wait on the new future too
-            _release(fut)
+            finally:
+                _release(fut)  # read (or lost): the cluster need not keep it
             for chunk in chunks:
                 done += chunk.stored + chunk.failed
                 stored += chunk.stored

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
 import json
 import os
 import statistics
@@ -62,19 +63,12 @@ def latest_flow_run_id() -> Any:
 
 def gaps(chunks: list[tuple[float, float]], slots: int) -> list[float]:
     """Start minus the end of the worker slot it took, for every chunk task after the first ``slots``."""
-    free: list[float] = []  # end times of slots whose task has ended
-    busy: list[float] = []
+    ends: list[float] = []  # a heap: when each slot's latest task ended
     out: list[float] = []
     for start, end in sorted(chunks):
-        ended = sorted([e for e in busy if e <= start])
-        busy = [e for e in busy if e > start]
-        free = sorted(free + ended)
-        if len(busy) + len(free) < slots:
-            busy.append(end)  # a slot's first task
-            continue
-        if free:
-            out.append(start - free.pop(0))
-        busy.append(end)
+        if len(ends) >= slots and ends[0] <= start:
+            out.append(start - heapq.heappop(ends))  # the slot freed earliest
+        heapq.heappush(ends, end)
     return out
 
 
