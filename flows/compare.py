@@ -270,4 +270,6 @@ def run_compare(
         from flows.runners import dask_runner
 
         flow_ = compare_methods.with_options(task_runner=dask_runner(dask_address, workers))  # type: ignore[arg-type]
-    return flow_(data_url, entries, config, True, device, train_workers=workers)
+    from flows.runners import run_flow
+
+    return run_flow(flow_, data_url, entries, config, True, device, train_workers=workers)

@@ -37,6 +37,27 @@ def dask_runner(address: str | None = None, n_workers: int | None = None) -> Das
     return ReportingDaskTaskRunner(cluster_kwargs=local_cluster_kwargs(n_workers))
 
 
+def run_flow(flow_: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Run a flow in this process; its result (a dict) with the flow run's id under ``flow_run_id``, so that a
+    caller can link to the run in the Prefect UI."""
+    state = flow_(*args, return_state=True, **kwargs)
+    result: dict[str, Any] = dict(state.result())
+    result["flow_run_id"] = str(state.state_details.flow_run_id)
+    return result
+
+
+def ui_run_link(result: dict[str, Any]) -> str | None:
+    """The Prefect UI page of ``result``'s flow run, when this process reports to a configured Prefect API (a
+    server that outlives the command); None under a temporary API, whose links die with the command."""
+    from prefect.settings import PREFECT_UI_URL
+
+    run_id = result.get("flow_run_id")
+    if not run_id or not PREFECT_API_URL.value():
+        return None
+    ui = PREFECT_UI_URL.value()
+    return f"{str(ui).rstrip('/')}/runs/flow-run/{run_id}" if ui else None
+
+
 def flow_api_url() -> str:
     """The Prefect API this process reports to (a temporary server's when none is configured)."""
     configured = PREFECT_API_URL.value()
@@ -51,8 +72,14 @@ def flow_api_url() -> str:
 def worker_environ() -> dict[str, str]:
     """What every Dask worker of a flow needs in its environment: the flow's API URL, and no temporary
     server of its own (a worker that somehow lacks the URL fails with Prefect's error instead of starting one
-    that nobody sees and that a killed worker would leave behind)."""
-    return {"PREFECT_API_URL": flow_api_url(), "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false"}
+    that nobody sees and that a killed worker would leave behind), and what they print in a terminal."""
+    environ = {"PREFECT_API_URL": flow_api_url(), "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false"}
+    # Under the CLI (voxclust.common) workers print only errors themselves: a worker writes to the terminal
+    # past the progress bars; its records still go to the Prefect API.
+    level = os.environ.get("VOXCLUST_WORKER_LOG_LEVEL")
+    if level:
+        environ |= {"PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": level, "DASK_LOGGING__DISTRIBUTED": level.lower()}
+    return environ
 
 
 class WorkerEnviron(Environ):

@@ -88,4 +88,6 @@ def run_tune(spec: TuneSpec, workers: int = 1, dask_address: str | None = None) 
         from flows.runners import dask_runner
 
         flow_ = tune.with_options(task_runner=dask_runner(dask_address, workers))  # type: ignore[arg-type]
-    return flow_(spec, workers)
+    from flows.runners import run_flow
+
+    return run_flow(flow_, spec, workers)

@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
-from flows.runners import dask_runner, dask_worker_threads
+from flows.runners import dask_runner, dask_worker_threads, run_flow
 from lib.progress import emit
 from lib.scans.readers import ReadLimits
 from lib.scans.voxelize import VoxelConfig
@@ -127,5 +127,4 @@ def run_voxelize(dask_address: str | None = None, n_workers: int | None = None, 
     """Run voxelize-batch in this process on a Dask LocalCluster of ``n_workers``, or on the scheduler at
     ``dask_address``; ``params`` are the flow's parameters."""
     runner = dask_runner(dask_address, n_workers)
-    result: dict[str, Any] = voxelize_batch.with_options(task_runner=runner)(**params)  # type: ignore[arg-type]
-    return result
+    return run_flow(voxelize_batch.with_options(task_runner=runner), **params)  # type: ignore[arg-type]

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     mixed_precision: Literal["bf16", "off"] = "bf16"  # autocast for training on CUDA (never used on CPU)
     train_threads: int | None = None  # CPU threads per training (default: the cores shared among train_workers)
     pipeline_deployment: str = "pipeline/pipeline"
+    verbose: bool = False  # the terminal also shows library log records at INFO (as --verbose)
     tune_storage: str | None = None  # study database of `voxclust tune` (SQLAlchemy URL; default: see lib.tune)
 
     @field_validator("methods", mode="before")

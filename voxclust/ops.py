@@ -142,17 +142,34 @@ StackOpt = Annotated[
 ]
 
 
+def deployments_file(given: Path | None) -> Path:
+    """The deployments file: ``given``, else ``deployments/prefect.yaml`` in the working folder, else the one of
+    a source checkout this package runs from (an installed package has none: then say so)."""
+    if given is not None:
+        if not given.is_file():
+            raise FileNotFoundError(f"{given}: no such deployments file")
+        return given
+    for candidate in (Path("deployments/prefect.yaml"), ROOT / "deployments" / "prefect.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        "no deployments file: run from a voxclust checkout (deployments/prefect.yaml) or pass --file"
+    )
+
+
 def deploy(
-    prefect_file: Annotated[Path, typer.Option("--file", help="the deployments file")] = ROOT
-    / "deployments"
-    / "prefect.yaml",
+    prefect_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file", help="the deployments file (default: deployments/prefect.yaml here, else in the checkout)"
+        ),
+    ] = None,
     stack: StackOpt = None,
 ) -> None:
     """Create or update every deployment of deployments/prefect.yaml on the Prefect server (PREFECT_API_URL)."""
     with user_errors():
         _prefect_server(stack, "deploy")
-        if not prefect_file.is_file():
-            raise FileNotFoundError(f"{prefect_file}: no such deployments file")
+        prefect_file = deployments_file(prefect_file)
         prefect = Path(sys.executable).with_name("prefect")
         cmd = [str(prefect), "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file.absolute())]
         done = subprocess.run(cmd, cwd=prefect_file.absolute().parents[1], check=False)

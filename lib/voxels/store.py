@@ -43,7 +43,7 @@ import numpy as np
 from lib.errors import VoxclustError
 from lib.scans.batch import BatchItem
 from lib.scans.voxelize import VoxelConfig
-from lib.storage import Storage, open_storage
+from lib.storage import Storage, StorageError, open_storage
 
 if TYPE_CHECKING:
     import zarr
@@ -224,7 +224,11 @@ class VoxelStore:
         storage = url if isinstance(url, Storage) else open_storage(url)
         store = cls(storage)
         if not storage.exists(MANIFEST):
-            raise StoreError(f"{storage.url}: not a voxclust store (no {MANIFEST})")
+            try:  # say why: nothing there, a file, or a folder without a manifest
+                storage.check(must_exist=True)
+            except StorageError as exc:
+                raise StoreError(f"not a voxclust store: {exc}") from None
+            raise StoreError(f"{storage.url}: not a voxclust store (the folder exists but has no {MANIFEST})")
         return store
 
     @classmethod
