@@ -62,9 +62,7 @@ DATA_DIR = Path(os.environ.get("VOXCLUST_HOME", "voxclust-data"))
 BatchName = Annotated[str | None, typer.Option(help="name of the batch in the store (default: last URL part)")]
 Resolution = Annotated[
     int | None,
-    typer.Option(
-        "--resolution", "-r", min=8, max=256, help="grid side of a new store, 8-256 (default 32; 64 is finer)"
-    ),
+    typer.Option("--resolution", "-r", help="grid side of a new store, 8-256 (default 32)"),
 ]
 Mode = Annotated[
     ModeChoice | None, typer.Option(help="meshes filled (solid, the default) or as a shell; new stores only")

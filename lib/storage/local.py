@@ -104,7 +104,7 @@ class LocalStorage(Storage):
         return zarr.storage.LocalStore(self.root, read_only=read_only)
 
     def check(self, must_exist: bool = False) -> None:
-        if must_exist and not self.root.is_dir():
-            raise StorageError(f"{self.root}: no such directory")
         if self.root.exists() and not self.root.is_dir():
             raise StorageError(f"{self.root}: exists and is not a directory")
+        if must_exist and not self.root.is_dir():
+            raise StorageError(f"{self.root}: no such directory")

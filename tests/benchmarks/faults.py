@@ -180,7 +180,7 @@ def main() -> None:
             # -- the flow process killed mid-batch, twice, then run to the end
             url = str(tmp / "process-kills")
             env = {**os.environ, "PREFECT_API_URL": api}
-            cmd = [VOXCLUST, "voxelize", batch, "--out", url, "--workers", "2", "--json"]
+            cmd = [VOXCLUST, "voxelize", batch, "--store", url, "--workers", "2", "--json"]
             storage = open_storage(url)
             for _ in range(2):
                 before = len(grids_by_item(url)[0]) if storage.exists("manifest.json") else 0
@@ -213,7 +213,7 @@ def main() -> None:
                 env2 = {**env, "AWS_ENDPOINT_URL": proxy.endpoint}
                 procs = [
                     subprocess.Popen(
-                        [VOXCLUST, "voxelize", b, "--out", url, "--workers", "1", "--json"],
+                        [VOXCLUST, "voxelize", b, "--store", url, "--workers", "1", "--json"],
                         env=env2,
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.PIPE,

@@ -76,13 +76,13 @@ def test_far_items_are_novel() -> None:
 
 def test_cli_assign_and_bad_input(two_batches: str, tmp_path: Path) -> None:
     runner = CliRunner()
-    res = runner.invoke(app, ["assign", "--data", two_batches, "--batches", "b2", "--json"], env=ENV)
+    res = runner.invoke(app, ["assign", "--store", two_batches, "--batches", "b2", "--json"], env=ENV)
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert set(doc["methods"]) == {"raw", "ae"} and len(doc["methods"]["raw"]["clusters"]) == 14
-    res = runner.invoke(app, ["assign", "--data", two_batches], env=ENV)
+    res = runner.invoke(app, ["assign", "--store", two_batches], env=ENV)
     assert res.exit_code == 0 and "clusters joined" in res.stdout, res.output
-    res = runner.invoke(app, ["export", "--data", two_batches], env=ENV)  # assigned items in the CSV, flagged
+    res = runner.invoke(app, ["export", "--store", two_batches], env=ENV)  # assigned items in the CSV, flagged
     assert res.exit_code == 0, res.output
     table = list(csv.DictReader(io.StringIO(res.stdout)))
     assert {"raw", "raw_novel", "ae", "ae_novel"} <= set(table[0])
@@ -91,13 +91,13 @@ def test_cli_assign_and_bad_input(two_batches: str, tmp_path: Path) -> None:
     clustered = read_previous(open_storage(latest_report_url(two_batches)), "raw")
     assert clustered is not None  # the items the report clustered keep their cluster there
     assert all(int(r["raw"]) == clustered.ids_by_row[int(r["row"])] for r in table if r["item_id"].startswith("b1/"))
-    res = runner.invoke(app, ["assign", "--data", two_batches, "--batches", "b9"], env=ENV)
+    res = runner.invoke(app, ["assign", "--store", two_batches, "--batches", "b9"], env=ENV)
     assert res.exit_code == 2 and "no batch b9" in res.stderr
-    res = runner.invoke(app, ["assign", "--data", two_batches, "--methods", "vrn"], env=ENV)
+    res = runner.invoke(app, ["assign", "--store", two_batches, "--methods", "vrn"], env=ENV)
     assert res.exit_code == 2 and "no finished method vrn" in res.stderr
     with pytest.raises(AssignError, match="no batch"):
         assign(two_batches, batches=["nope"])
     empty = str(tmp_path / "empty")
     VoxelStore.open_or_create(empty)
-    res = runner.invoke(app, ["assign", "--data", empty], env=ENV)
+    res = runner.invoke(app, ["assign", "--store", empty], env=ENV)
     assert res.exit_code == 2 and "no comparison report yet" in res.stderr

@@ -142,10 +142,10 @@ def test_runs_are_reused_and_report_rerenders_without_training(prefect_api: str,
 
     assert [e.name for e in discover_entries(store)] == ["dc"]
     runner = CliRunner()
-    res = runner.invoke(app, ["report", "--data", store, "--no-tsne"], env={"NO_COLOR": "1", "COLUMNS": "200"})
+    res = runner.invoke(app, ["report", "--store", store, "--no-tsne"], env={"NO_COLOR": "1", "COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "dc" in res.stdout and "report.html" in res.stdout
-    res = runner.invoke(app, ["export", "--data", store, "--out", str(tmp_path / "a.csv")])
+    res = runner.invoke(app, ["export", "--store", store, "--out", str(tmp_path / "a.csv")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "a.csv").read_text().splitlines()[0] == "item_id,row,split,label,dc"
 
@@ -232,14 +232,14 @@ def test_resolve_entries_and_run_locations(tiny_store: str) -> None:
 def test_cli_compare_user_errors(runner_env: dict[str, str], tiny_store: str, tmp_path: Path) -> None:
     runner = CliRunner()
     assert_user_error(
-        runner.invoke(app, ["compare", "--data", tiny_store, "--methods", "kmeans"], env=runner_env),
+        runner.invoke(app, ["compare", "--store", tiny_store, "--methods", "kmeans"], env=runner_env),
         "unknown method or row",
     )
     assert_user_error(
-        runner.invoke(app, ["compare", "--data", str(tmp_path / "none")], env=runner_env), "not a voxclust"
+        runner.invoke(app, ["compare", "--store", str(tmp_path / "none")], env=runner_env), "not a voxclust"
     )
-    assert_user_error(runner.invoke(app, ["report", "--data", tiny_store], env=runner_env), "no comparison runs")
-    assert_user_error(runner.invoke(app, ["export", "--data", tiny_store], env=runner_env), "no comparison report")
+    assert_user_error(runner.invoke(app, ["report", "--store", tiny_store], env=runner_env), "no comparison runs")
+    assert_user_error(runner.invoke(app, ["export", "--store", tiny_store], env=runner_env), "no comparison report")
 
 
 @pytest.fixture
@@ -310,7 +310,7 @@ def test_cli_compare_train_workers(runner_env: dict[str, str], tiny_store: str, 
     env = {**runner_env, "COLUMNS": "200"}
     res = CliRunner().invoke(
         app,
-        ["compare", "--data", tiny_store, "--methods", "raw,deepcluster", "--train-workers", "2", "--no-tsne"]
+        ["compare", "--store", tiny_store, "--methods", "raw,deepcluster", "--train-workers", "2", "--no-tsne"]
         + [f"--set=deepcluster.{k}={v}" for k, v in TINY_DC.items()]
         + ["--json"],
         env=env,
@@ -372,11 +372,11 @@ def test_two_seeds_give_two_runs_and_a_spread(prefect_api: str, tmp_path: Path) 
 
     runner = CliRunner()
     env = {"NO_COLOR": "1", "COLUMNS": "250"}
-    res = runner.invoke(app, ["report", "--data", store, "--no-tsne", "--seeds", "2", "--json"], env=env)
+    res = runner.invoke(app, ["report", "--store", store, "--no-tsne", "--seeds", "2", "--json"], env=env)
     assert res.exit_code == 0, res.output
     again = json.loads(res.stdout)
     assert {r["name"]: r["nmi_mean"] for r in again["rows"]} == {n: r["nmi_mean"] for n, r in rows.items()}
-    res = runner.invoke(app, ["report", "--data", store, "--no-tsne"], env=env)  # one seed: it says so
+    res = runner.invoke(app, ["report", "--store", store, "--no-tsne"], env=env)  # one seed: it says so
     assert res.exit_code == 0, res.output
     assert "from a single training run per method" in " ".join(res.stdout.split())
 

@@ -68,13 +68,13 @@ def test_cli_similar_table_json_html_and_bad_queries(compared: str, tmp_path: Pa
     store = VoxelStore.open(store_url)
     item = store.records()[3]["item_id"]
     runner = CliRunner()
-    res = runner.invoke(app, ["similar", item, "--data", store_url, "--k", "4", "--json"], env=ENV)
+    res = runner.invoke(app, ["similar", item, "--store", store_url, "--k", "4", "--json"], env=ENV)
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["query"] == item and doc["stored"] and set(doc["methods"]) == {"raw", "ae"}
     assert all(len(m["neighbours"]) == 4 for m in doc["methods"].values())
     page = tmp_path / "s.html"
-    res = runner.invoke(app, ["similar", item, "--data", store_url, "--methods", "raw", "--html", str(page)], env=ENV)
+    res = runner.invoke(app, ["similar", item, "--store", store_url, "--methods", "raw", "--html", str(page)], env=ENV)
     assert res.exit_code == 0, res.output
     assert "raw: stored scans nearest to" in res.stdout and "data:image/png;base64," in page.read_text()
 
@@ -82,11 +82,11 @@ def test_cli_similar_table_json_html_and_bad_queries(compared: str, tmp_path: Pa
         (["no-such-item"], "no stored item with id 'no-such-item'"),
         ([item, "--methods", "vrn"], "no finished method vrn"),
     ]:
-        res = runner.invoke(app, ["similar", *args, "--data", store_url], env=ENV)
+        res = runner.invoke(app, ["similar", *args, "--store", store_url], env=ENV)
         assert res.exit_code == 2 and message in res.stderr, res.output
     bad = tmp_path / "broken.off"
     bad.write_text("OFF\n3 1 0\n0 0 0\n")
-    res = runner.invoke(app, ["similar", str(bad), "--data", store_url], env=ENV)
+    res = runner.invoke(app, ["similar", str(bad), "--store", store_url], env=ENV)
     assert res.exit_code == 2 and "broken.off" in res.stderr, res.output
     with pytest.raises(SimilarError, match="k must be at least 1"):
         similar(store_url, stored_query(store, item), k=0)

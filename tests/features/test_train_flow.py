@@ -49,7 +49,7 @@ def test_deepcluster_flow_on_s3_resumes_after_a_dead_worker(prefect_api: str, s3
 
 def test_cli_train_and_embed(prefect_api: str, runner: CliRunner, tiny_store: str, tmp_path: Path) -> None:
     run = str(tmp_path / "run")
-    args = ["train", "-m", "voxnet", "--data", tiny_store, "--epochs", "1", "--run", run]
+    args = ["train", "-m", "voxnet", "--store", tiny_store, "--epochs", "1", "--run", run]
     result = runner.invoke(app, [*args, "--set", "fc=8", "--set", "augment.rotation=none", "--json"])
     assert result.exit_code == 0, result.output
     assert "test_accuracy" in result.stdout
@@ -80,7 +80,7 @@ def test_help_lists_methods_and_options(runner: CliRunner) -> None:
     ],
 )
 def test_train_bad_method_or_option(runner: CliRunner, tiny_store: str, args: list[str], fragments: list[str]) -> None:
-    result = runner.invoke(app, ["train", "--data", tiny_store, *args])
+    result = runner.invoke(app, ["train", "--store", tiny_store, *args])
     if "key=value" in fragments:
         assert result.exit_code == 2 and "key=value" in result.output
         return
@@ -92,13 +92,13 @@ def test_train_user_errors_before_training(
 ) -> None:
     run = str(tmp_path / "r")
     assert_user_error(
-        runner.invoke(app, ["train", "-m", "vrn", "--data", unlabelled_store, "--run", run]), "needs a label"
+        runner.invoke(app, ["train", "-m", "vrn", "--store", unlabelled_store, "--run", run]), "needs a label"
     )
     assert_user_error(
-        runner.invoke(app, ["train", "-m", "deepcluster", "--data", tiny_store, "--run", run, "--set", "k=500"]),
+        runner.invoke(app, ["train", "-m", "deepcluster", "--store", tiny_store, "--run", run, "--set", "k=500"]),
         "k=500",
     )
-    assert_user_error(runner.invoke(app, ["train", "-m", "raw", "--data", str(tmp_path / "none")]), "not a voxclust")
+    assert_user_error(runner.invoke(app, ["train", "-m", "raw", "--store", str(tmp_path / "none")]), "not a voxclust")
     assert_user_error(runner.invoke(app, ["embed", "--run", str(tmp_path / "none")]), "not a voxclust run")
     assert not (tmp_path / "r" / "run.json").exists()
 

@@ -75,7 +75,7 @@ def test_the_cli_reads_the_store_from_a_config_file(tmp_path: Path) -> None:
     assert done.returncode == 2 and "no-store" in done.stderr and "not a voxclust store" in done.stderr
     assert "Traceback" not in done.stderr
     done = _cli("compare", cwd=tmp_path)
-    assert done.returncode == 2 and "--data" in done.stderr and "VOXCLUST_STORE_URL" in done.stderr
+    assert done.returncode == 2 and "--store" in done.stderr and "VOXCLUST_STORE_URL" in done.stderr
 
 
 @pytest.mark.parametrize(

@@ -97,16 +97,16 @@ def test_bad_input_fails_before_any_trial(tmp_path: Path, unlabelled_store: str)
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"lr": {"low": 1e-4, "high": 1e-2}, "dropout": {"low": 0.1, "high": 0.5}}))
     cases = [
-        (["-m", "voxnet", "--data", store, "--space", str(space)], "'dropout' is not an option"),
-        (["-m", "voxnet", "--data", unlabelled_store], "needs a label on every training item"),
-        (["-m", "autoencoder", "--data", unlabelled_store, "--objective", "val_accuracy"], "needs a classifier"),
-        (["-m", "voxnet", "--data", store, "--objective", "nmi"], "unknown objective"),
+        (["-m", "voxnet", "--store", store, "--space", str(space)], "'dropout' is not an option"),
+        (["-m", "voxnet", "--store", unlabelled_store], "needs a label on every training item"),
+        (["-m", "autoencoder", "--store", unlabelled_store, "--objective", "val_accuracy"], "needs a classifier"),
+        (["-m", "voxnet", "--store", store, "--objective", "nmi"], "unknown objective"),
         (
-            ["-m", "voxnet", "--data", store, "--storage", "postgresql+psycopg://nobody:secret@127.0.0.1:1/none"],
+            ["-m", "voxnet", "--store", store, "--storage", "postgresql+psycopg://nobody:secret@127.0.0.1:1/none"],
             "cannot reach the study database postgresql+psycopg://nobody:***@127.0.0.1:1/none",
         ),
-        (["-m", "voxnet", "--data", store, "--set", "lr=0.01"], "searched by the space"),
-        (["-m", "voxnet", "--data", str(tmp_path / "nowhere")], "nowhere"),
+        (["-m", "voxnet", "--store", store, "--set", "lr=0.01"], "searched by the space"),
+        (["-m", "voxnet", "--store", str(tmp_path / "nowhere")], "nowhere"),
     ]
     for args, fragment in cases:
         result = runner.invoke(app, ["tune", *args])
@@ -175,7 +175,7 @@ def test_stale_trials_are_taken_over(tmp_path: Path) -> None:
 def _tune_cmd(store: str, *extra: str) -> list[str]:
     space = Path(store).parent / "space.json"
     space.write_text(json.dumps(SPACE))
-    return [sys.executable, "-m", "voxclust.cli", "tune", "-m", "voxnet", "--data", store, "--trials", "3",
+    return [sys.executable, "-m", "voxclust.cli", "tune", "-m", "voxnet", "--store", store, "--trials", "3",
             "--pruner", "none", "--json", "--space", str(space), *extra]  # fmt: skip
 
 

@@ -124,7 +124,7 @@ def test_the_flow_process_killed_mid_batch_then_run_again(
     # of 32 the batch is 2 chunks, and on a busy machine the poll below sometimes saw both commits only after
     # finalize had merged them: the kill came too late.
     VoxelStore.open_or_create(store_url, chunk_items=4)
-    args = [VOXCLUST, "voxelize", batch, "--out", store_url, "--workers", "2", "--items-per-task", "4", "--json"]
+    args = [VOXCLUST, "voxelize", batch, "--store", store_url, "--workers", "2", "--items-per-task", "4", "--json"]
     proc = subprocess.Popen(
         args, env=_cli_env(prefect_api), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
@@ -164,7 +164,7 @@ def test_two_batches_into_one_store_at_the_same_time(
     VoxelStore.open_or_create(store_url, chunk_items=4)
     procs = [
         subprocess.Popen(
-            [VOXCLUST, "voxelize", b, "--out", store_url, "--workers", "1", "--items-per-task", "4", "--json"],
+            [VOXCLUST, "voxelize", b, "--store", store_url, "--workers", "1", "--items-per-task", "4", "--json"],
             env=_cli_env(prefect_api),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -197,7 +197,7 @@ def test_training_killed_mid_epoch_resumes_to_the_same_result(prefect_api: str, 
 
     def train(run: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [VOXCLUST, "train", "-m", "autoencoder", "--data", data, "--run", run, "--epochs", "6", "--json"],
+            [VOXCLUST, "train", "-m", "autoencoder", "--store", data, "--run", run, "--epochs", "6", "--json"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -255,7 +255,7 @@ def test_a_voxelize_run_and_a_worker_killed_leave_no_process_behind(batch: str, 
     store_url = str(tmp_path / "store")
     VoxelStore.open_or_create(store_url, chunk_items=4)
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    args = [VOXCLUST, "voxelize", batch, "--out", store_url, "--workers", "2", "--items-per-task", "4", "--json"]
+    args = [VOXCLUST, "voxelize", batch, "--store", store_url, "--workers", "2", "--items-per-task", "4", "--json"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         cli = psutil.Process(proc.pid)
