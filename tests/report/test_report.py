@@ -4,110 +4,22 @@ from __future__ import annotations
 
 import base64
 import copy
-import io
 import json
 import math
 from html.parser import HTMLParser
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from lib.report.html import render_html
 from lib.report.markdown import render_markdown
 from lib.report.table import BASE_COLUMNS, best_method, best_methods, columns, table_rows, verdict_text
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-EVIL = '<script>alert("x")</script> CUDA out of memory & more'
-
-
-def png(color: tuple[int, int, int]) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (12, 8), color).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def split(nmi: float | None, **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"ari": 0.1, "acc": 0.5, "purity": 0.55, "silhouette": 0.2, "inertia": 1234.5678}
-    out.update(
-        n_clusters=3, sizes=[5, 3, 2], contingency=[[4, 1, 0], [1, 2, 2]], classes=["a", "b"], clusters=[0, 1, 2]
-    )
-    if nmi is not None:
-        out["nmi"] = nmi
-    out.update(extra)
-    return out
-
-
-def method(name: str, kind: str, nmi: float | None, *, supervised: bool = False, **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "name": name,
-        "method": kind,
-        "options": {"dim": 64, "epochs": 3},
-        "supervised": supervised,
-        "status": "ok",
-        "error": None,
-        "dim": 64,
-        "train_seconds": 12.34567,
-        "metrics": {"test": split(nmi), "train": split(0.99)},
-        "method_metrics": {},
-        "elbow": [[2, 100.0], [3, 60.0], [4, 55.0]],
-        "knee": 3,
-        "images": {},
-        "run_url": None,
-        "assignments_url": None,
-    }
-    out.update(extra)
-    return out
+from tests.report.sample import EVIL, IMAGES, PNG_SIGNATURE, method, sample_report, split
 
 
 @pytest.fixture
 def report() -> dict[str, Any]:
-    return {
-        "title": "voxclust <comparison>",
-        "data_url": "s3://bucket/modelnet10",
-        "created": "2026-01-02T03:04:05+00:00",
-        "n_items": 10,
-        "labelled": True,
-        "classes": ["a", "b"],
-        "k": 3,
-        "scored_split": "test",
-        "images": {"elbow": "elbow.png", "loss": "loss.png"},
-        "methods": [
-            method("raw", "raw", 0.40, images={"contingency": "raw-contingency.png", "tsne": "raw-tsne.png"}),
-            method(
-                "ae",
-                "autoencoder",
-                0.61,
-                method_metrics={"reconstruction_iou": 0.8},
-                images={"strips": "ae-strips.png", "pca": "ae-pca-missing.png"},
-                run_url="https://prefect.example/runs/1",
-                assignments_url="s3://bucket/ae/assignments.parquet",
-            ),
-            method("voxnet", "voxnet", 0.95, supervised=True, method_metrics={"test_accuracy": 0.9}),
-            method(
-                "broken",
-                "deepcluster",
-                None,
-                status="failed",
-                error=EVIL,
-                metrics={},
-                elbow=None,
-                knee=None,
-                run_url="javascript:alert(1)",
-            ),
-            method("train-only", "triplet", None, metrics={"train": split(0.99)}, knee=None),
-        ],
-    }
-
-
-IMAGES = {
-    "elbow.png": png((255, 0, 0)),
-    "loss.png": png((0, 255, 0)),
-    "raw-contingency.png": png((0, 0, 255)),
-    "raw-tsne.png": png((0, 255, 255)),
-    "ae-strips.png": png((255, 0, 255)),
-    "unused.png": png((0, 0, 0)),
-}
+    return sample_report()
 
 
 class Collector(HTMLParser):
@@ -188,7 +100,9 @@ def test_render_html_self_contained(report: dict[str, Any]) -> None:
     assert html.startswith("<!DOCTYPE html>")
     p = parse(html)
     tags = [t for t, _ in p.tags]
-    assert "script" not in tags and "link" not in tags and "iframe" not in tags
+    assert "link" not in tags and "iframe" not in tags and "object" not in tags
+    scripts = [a for t, a in p.tags if t == "script"]
+    assert scripts == [{}]  # the one inline script (sorting, 3D views): nothing loaded from elsewhere
     srcs = [a.get("src") or "" for t, a in p.tags if t == "img"]
     assert len(srcs) == 5  # elbow, loss, raw contingency + tsne, ae strips; the missing pca is not an <img>
     for src in srcs:
@@ -197,8 +111,8 @@ def test_render_html_self_contained(report: dict[str, Any]) -> None:
         assert base64.b64decode(src[len(prefix) :], validate=True)[:8] == PNG_SIGNATURE
     assert all("src" not in a or t == "img" for t, a in p.tags)
     hrefs = [a.get("href") or "" for t, a in p.tags if t == "a"]
-    assert "https://prefect.example/runs/1" in hrefs
-    assert all(h.startswith(("#", "https://")) for h in hrefs)  # javascript: and s3: URLs are not links
+    assert "https://prefect.example/runs/1" in hrefs and "s3://bucket/ae/assignments.parquet" in hrefs
+    assert all(h.startswith(("#", "https://", "s3://")) for h in hrefs)  # the javascript: URL is not a link
     text = "".join(p.text)
     assert "(image missing)" in text
     assert "voxclust <comparison>" in text
@@ -208,9 +122,9 @@ def test_render_html_content(report: dict[str, Any]) -> None:
     html = render_html(report, IMAGES)
     text = "".join(parse(html).text)
     assert EVIL in text  # shown as text ...
-    assert "<script>" not in html and "&lt;script&gt;" in html  # ... because it is escaped
+    assert EVIL not in html and "&lt;script&gt;alert" in html  # ... because it is escaped
     assert "javascript:alert(1)" in text
-    for expected in ("1234.568", "0.610", "12.346", "s3://bucket/modelnet10", "reconstruction IoU", "test accuracy"):
+    for expected in ("1234.568", "0.610", "12.3 s", "s3://bucket/modelnet10", "reconstruction IoU", "test accuracy"):
         assert expected in text, expected
     assert "ae (NMI 0.610 on the test split)" in text
     assert "raw: 3" in text and "ae: 3" in text and "broken" in text
