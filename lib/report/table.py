@@ -7,7 +7,10 @@ Choices:
 * **Robustness.** Rows never fail on missing parts: missing metrics are None (shown as "–"), a method without
   its scored split has empty metric cells.
 * **Numbers** are shown with 3 decimals (integers as integers); NaN / infinite / missing values are ``None``
-  in ``table_rows`` (JSON has no NaN) and "–" in HTML and markdown.
+  in ``table_rows`` (JSON has no NaN) and "–" in HTML and markdown. Times are shown with their unit
+  (``duration``: "0.0 s", "1 min 12 s").
+* **Glossary.** ``GLOSSARY`` says what each column means in a sentence or two for readers who are not
+  machine-learning engineers (the HTML report's glossary and header tooltips).
 * **Best method** = the unsupervised method with status "ok" and the highest NMI on the scored split, its
   mean over the row's seeds (first one on ties). Supervised methods saw the labels, so they are reference
   points, never "best". **The verdict** (``best_methods``, ``verdict_text``) names the best and every other

@@ -9,6 +9,7 @@ import math
 from html.parser import HTMLParser
 from typing import Any
 
+import numpy as np
 import pytest
 
 from lib.report.html import render_html
@@ -236,3 +237,129 @@ def test_a_single_seed_verdict_says_it_rests_on_one_run() -> None:
     old = _ranked(("ae", None, False))  # a report written before spreads: its one NMI
     assert best_methods(old) == ["ae"] and "single training run" in verdict_text(old)
     assert "restart_nmi_min" not in columns(old)
+
+
+# -------------------------------------------------------------------------------------------- for curators
+
+
+def test_times_have_units() -> None:
+    from lib.report.table import duration
+
+    assert [duration(v) for v in (0, 0.04, 12.34, 59.96, 72.4, 3599.6, 3725, None, math.nan, "3")] == [
+        "0.0 s",
+        "0.0 s",
+        "12.3 s",
+        "1 min 0 s",
+        "1 min 12 s",
+        "1 h 0 min",
+        "1 h 2 min",
+        "–",
+        "–",
+        "–",
+    ]
+
+
+def _metrics_table(p: Collector) -> list[tuple[str, dict[str, str | None]]]:
+    start = next(i for i, (t, a) in enumerate(p.tags) if t == "table" and "metrics" in (a.get("class") or ""))
+    end = next(i for i, (t, _) in enumerate(p.tags) if i > start and t == "table")
+    return p.tags[start:end]
+
+
+def test_the_page_explains_marks_links_and_names_what_it_shows() -> None:
+    from lib.report.html import DEEPCLUSTER_NOTE
+    from lib.report.previews import decode_grid
+    from tests.report.sample import rich_report
+    from tests.support import shapes
+
+    rep, files = rich_report()
+    evil_id = "</script><b>x</b>"  # an item id is only text, in the page and in its grids' JSON
+    first_ae = rep["methods"][1]["central_members"][0]["items"][0]
+    rep["methods"][1]["central_members"][0]["items"][0] = evil_id
+    doc = json.loads(files["ae-previews.json"])
+    doc["grids"][evil_id] = doc["grids"].pop(first_ae)
+    files["ae-previews.json"] = json.dumps(doc).encode()
+    html = render_html(rep, files, report_url="s3://bucket/store/reports/compare-1/")
+    p = parse(html)
+    text = " ".join(p.text)
+
+    # the glossary explains every column of the table, in plain words; the headers carry it as a tooltip
+    glossary = html[html.index('<section id="glossary">') : html.index("</section>", html.index('id="glossary"'))]
+    for term in ("NMI", "ARI", "ACC", "PIC NMI", "capture NMI", "test accuracy", "reconstruction IoU", "train time"):
+        assert f"<dt>{term}" in glossary, term
+    assert "supervised" in glossary and "silhouette" in glossary and "NMI min (k-means seeds)" in glossary
+    table = _metrics_table(p)
+    heads = [a for t, a in table if t == "th"]
+    assert len(heads) == len(columns(rep)) - 1  # "supervised" is a badge in the status cell
+    assert all(a.get("title") for a in heads[3:])  # every metric; name, method and status need none
+    # the key columns show, the rest are behind "show all columns"
+    key = [i for i, a in enumerate(heads) if "extra" not in (a.get("class") or "")]
+    assert len(key) <= 11 and any("extra" in (a.get("class") or "") for a in heads)
+
+    # supervised rows carry a badge, not "yes"
+    badges = [a.get("class") for t, a in table if t == "span"]
+    assert badges.count("badge sup") == 1 and "yes" not in "".join(html[html.index("<tbody>") :].split("</table>")[:1])
+
+    # times with their unit, everywhere
+    assert "0.0 s" in text and "1 min 12 s" in text and "12.3 s" in text and "0.000" not in text.split("Metrics")[0]
+    assert "Training time 0.0 s" in " ".join(html.replace("</dt><dd>", " ").split("<dt>"))
+
+    # URLs are links, escaped; a file of the report folder relative to the page; javascript: never
+    hrefs = [a.get("href") for t, a in p.tags if t == "a"]
+    assert "https://prefect.example/runs/1" in hrefs and "file:///data/store/runs/raw-1a2b" in hrefs
+    assert "clusters/raw.json" in hrefs and "report.json" in hrefs and "assignments.csv" in hrefs
+    assert "s3://bucket/modelnet10" in hrefs and not [h for h in hrefs if h and h.startswith("javascript")]
+
+    # the item ids of the thumbnails, row by row in the thumbnails' order, as text one can copy
+    for m in rep["methods"][:2]:
+        for c in m["central_members"]:
+            assert " ".join(c["items"]) in " ".join(t.strip() for t in p.text if t.strip()), c["items"]
+    assert "</script><b>x</b>" not in html and "&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in html
+    assert len([a for t, a in p.tags if t == "canvas"]) == 2  # one 3D view per method with previews
+
+    # the grids travel in the page: escaped JSON, every shown member's grid exactly
+    start = html.index('<script type="application/json" id="voxel-grids">') + len(
+        '<script type="application/json" id="voxel-grids">'
+    )
+    embedded = json.loads(html[start : html.index("</script>", start)])
+    assert "</script><b>x</b>" in embedded and "<" not in html[start : html.index("</script>", start)]
+    grids, labels = shapes(4, 0, r=32)
+    first = int(next(i for i, v in enumerate(labels) if v == 0))
+    assert (decode_grid(embedded["raw-box_0000"]) == grids[first]).all()
+
+    # DeepCluster's curves come with how to read them
+    assert html.count(DEEPCLUSTER_NOTE.replace("'", "&#39;")) == 2  # under its NMI plot and the loss plot
+    plain = copy.deepcopy(rep)
+    plain["methods"][3]["method"] = "triplet"
+    del plain["images"]["deepcluster_nmi"]
+    assert "How to read DeepCluster" not in render_html(plain, files)
+
+
+def test_previews_round_trip_and_bad_files() -> None:
+    from lib.report.previews import decode_grid, encode_grid, previews_file, read_previews
+    from tests.support import shapes
+
+    grids, _ = shapes(2, 3, r=32)
+    data = previews_file(["a", "b", "a", "c", "d", "e"], grids)
+    back = read_previews(data)
+    assert list(back) == ["a", "b", "c", "d", "e"]  # an item shown twice is stored once
+    assert (decode_grid(back["c"]) == grids[3]).all() and (decode_grid(back["a"]) == grids[0]).all()
+    assert len(back["a"]) < 1000  # a 32^3 grid in under a kilobyte
+    empty = np.zeros((8, 8, 8), bool)
+    assert not decode_grid(encode_grid(empty)).any()
+    for bad in (None, b"", b"not json", b"[1, 2]", b'{"grids": 3}', "é".encode("latin-1")):
+        assert read_previews(bad) == {}
+    assert read_previews(b'{"grids": {"x": "no size", "y": "8:AAAA"}}') == {"y": "8:AAAA"}
+    with pytest.raises(ValueError):
+        encode_grid(np.zeros((2, 3, 4), bool))
+    with pytest.raises(ValueError):
+        decode_grid("32:not base64!")
+    with pytest.raises(ValueError):
+        previews_file(["a"], grids[:2])
+    # a page whose previews file is missing or broken lists the item ids, without a 3D view
+    from tests.report.sample import rich_report
+
+    rep, files = rich_report()
+    files["raw-previews.json"] = b"garbage"
+    del files["ae-previews.json"]
+    p = parse(render_html(rep, files))
+    assert "raw-box_0000" in "".join(p.text) and not [t for t, _ in p.tags if t == "canvas"]
