@@ -15,12 +15,17 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lib.processes import die_with_parent
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 def offline_prefect() -> None:
@@ -265,3 +270,42 @@ def compare_raw_and_brief_autoencoder(store_url: str) -> None:
     cfg = CompareConfig(tsne=False, elbow_k_max=4, strip_members=2, pic=False, spectral=False)
     with prefect_api():
         compare_methods(store_url, entries, cfg, device="cpu")
+
+
+# -- headless Chromium (Debian's package, driven by playwright) for the browser checks ------------------------
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+def chromium_executable() -> str:
+    """Debian's chromium; skips the calling test where there is none, or fails it when VOXCLUST_REQUIRE_BROWSER
+    is set."""
+    import pytest
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        if os.environ.get("VOXCLUST_REQUIRE_BROWSER"):
+            pytest.fail("chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed")
+    return exe
+
+
+@contextmanager
+def headless_chromium() -> Iterator[Browser]:
+    """A headless Chromium (see :func:`chromium_executable`), closed on exit."""
+    from playwright.sync_api import sync_playwright
+
+    exe = chromium_executable()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=list(CHROMIUM_ARGS))
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -135,7 +135,10 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
     known = captures != ""  # stores made before captures were recorded have none
     capture_nmi = nmi(captures[known].astype(str), assign[known]) if len(set(captures[known])) > 1 else None
 
-    images = method_images(FigureInputs(entry.name, x, rows, labels, list(m.classes), score, store, ids), out, cfg)
+    item_ids = [str(by_row[int(r)]["item_id"]) for r in rows]
+    figures = method_images(
+        FigureInputs(entry.name, x, rows, labels, list(m.classes), score, store, ids, item_ids), out, cfg
+    )
     assignments_key = f"clusters/{entry.name}.json"
     out.write_json(
         assignments_key,
@@ -179,7 +182,9 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
             "knee": None if sweep is None else sweep.knee,
             "pic": score.pic,
             "spectral": score.spectral,
-            "images": images,
+            "images": figures.images,
+            "central_members": figures.members,
+            "previews": figures.previews,
             "run_url": run_url,
             "assignments_url": f"{out.url}/{assignments_key}",
             "history": _light_history(history),

@@ -1,14 +1,16 @@
-"""The pictures of one method in a comparison: contingency heat map, PCA and t-SNE maps, cluster strips."""
+"""The pictures of one method in a comparison: contingency heat map, PCA and t-SNE maps, cluster strips, and the
+grids of the members those strips show (the report's 3D views, :mod:`lib.report.previews`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from lib.compare.records import ClusterMembers
 from lib.compare.rows import CompareConfig
 from lib.evaluation.score import EmbeddingScore
-from lib.report import plots
+from lib.report import plots, previews
 from lib.storage import Storage
 from lib.voxels.store import VoxelStore
 
@@ -25,10 +27,22 @@ class FigureInputs:
     score: EmbeddingScore
     store: VoxelStore  # for the thumbnails of cluster members
     ids: list[int] | None = None  # the stable id of each k-means label (None: the labels)
+    item_ids: list[str] | None = None  # the item id of each embedded row (None: "row <store row>")
 
 
-def method_images(inputs: FigureInputs, out: Storage, cfg: CompareConfig) -> dict[str, str]:
-    """Draw the method's pictures into ``out``; returns picture kind -> file name."""
+@dataclass
+class MethodFigures:
+    """What :func:`method_images` wrote: picture kind -> file name, the members its thumbnails show (per
+    cluster, nearest the centre first) and the file of their grids (None without thumbnails)."""
+
+    images: dict[str, str] = field(default_factory=dict)
+    members: list[ClusterMembers] = field(default_factory=list)
+    previews: str | None = None
+
+
+def method_images(inputs: FigureInputs, out: Storage, cfg: CompareConfig) -> MethodFigures:
+    """Draw the method's pictures into ``out``, and write the grids of the thumbnails' members for the 3D
+    views (``<name>-previews.json``)."""
     name, x, rows, labels, classes = inputs.name, inputs.embedding, inputs.rows, inputs.labels, inputs.classes
     assign, centroids, feats = inputs.score.kmeans.labels, inputs.score.kmeans.centroids, inputs.score.feats
     metrics, scored, store = inputs.score.metrics, inputs.score.scored_split, inputs.store
@@ -82,6 +96,7 @@ def method_images(inputs: FigureInputs, out: Storage, cfg: CompareConfig) -> dic
         )
     # Thumbnails: the members of each cluster nearest its centroid.
     groups: list[tuple[str, np.ndarray]] = []
+    shown: list[ClusterMembers] = []
     for c in range(len(centroids)):
         members = np.flatnonzero(assign == c)
         if not len(members):
@@ -89,6 +104,13 @@ def method_images(inputs: FigureInputs, out: Storage, cfg: CompareConfig) -> dic
         d = ((feats[members] - centroids[c]) ** 2).sum(axis=1)
         pick = members[np.argsort(d, kind="stable")[: cfg.strip_members]]
         groups.append((f"{ids[c]} ({len(members)})", store.read(rows[pick])))
+        names = [inputs.item_ids[int(i)] if inputs.item_ids else f"row {int(rows[i])}" for i in pick]
+        shown.append(ClusterMembers(cluster=int(ids[c]), size=len(members), items=names))
+    result = MethodFigures(images, shown)
     if groups:
         put("strips", plots.cluster_strips(groups, max_per_cluster=cfg.strip_members))
-    return images
+        key = f"{name}-previews.json"
+        items = [item for cm in shown for item in cm.items]
+        out.write_bytes(key, previews.previews_file(items, np.concatenate([g for _, g in groups])))
+        result.previews = key
+    return result

@@ -96,11 +96,12 @@ def publish(
     doc["best_methods"] = rep.best_methods = best_methods(doc)
 
     images: dict[str, bytes] = {}
-    for name in [*shared.values(), *(v for r in records for v in r.images.values())]:
+    previews = [r.previews for r in records if r.previews]
+    for name in [*shared.values(), *(v for r in records for v in r.images.values()), *previews]:
         if out.exists(name):
             images[name] = out.read_bytes(name)
     out.write_json(REPORT_JSON, doc)
-    out.write_bytes("report.html", render_html(doc, images).encode())
+    out.write_bytes("report.html", render_html(doc, images, report_url=out.url).encode())
     out.write_bytes("assignments.csv", assignments_csv(store, out, records).encode())
     open_storage(f"{store.url.rstrip('/')}/{REPORTS}").write_json(LATEST, {"url": out.url, "created": rep.created})
     return {
@@ -108,7 +109,7 @@ def publish(
         "html_url": f"{out.url}/report.html",
         "json_url": f"{out.url}/{REPORT_JSON}",
         "csv_url": f"{out.url}/assignments.csv",
-        "images": {name: f"{out.url}/{name}" for name in images},
+        "images": {name: f"{out.url}/{name}" for name in images if name not in previews},
     }
 
 

@@ -65,6 +65,14 @@ class Spread(_Record):
     restart_nmi: list[float | None] = Field(default_factory=list)
 
 
+class ClusterMembers(_Record):
+    """The members of one cluster that the report shows (thumbnails, 3D views): those nearest its centre."""
+
+    cluster: int  # the cluster's stable id
+    size: int  # its members, all of them
+    items: list[str]  # the item ids shown, nearest the centre first (left to right in the thumbnails)
+
+
 class MethodResult(_Record):
     """One row of a comparison: what was compared, how it went, its scores and where its pictures are."""
 
@@ -92,6 +100,8 @@ class MethodResult(_Record):
     pic: PartitionSummary | None = None
     spectral: PartitionSummary | None = None
     images: dict[str, str] = Field(default_factory=dict)  # kind -> file name in the report folder
+    central_members: list[ClusterMembers] = Field(default_factory=list)  # per cluster, in the thumbnails' order
+    previews: str | None = None  # file of the central members' grids for the 3D views (lib.report.previews)
     run_url: str | None = None
     assignments_url: str | None = None
     history: list[dict[str, int | float]] = Field(default_factory=list)  # per-epoch scalars

@@ -10,4 +10,5 @@ Modules, one job each (import from them; this package re-exports nothing):
 * ``lib.report.html``: ``render_html``, from the jinja2 templates in ``lib/report/templates/`` (package data).
 * ``lib.report.markdown``: ``render_markdown``, the short summary for a Prefect markdown artifact.
 * ``lib.report.plots``: the PNG figures the report embeds.
+* ``lib.report.previews``: the voxel grids of the 3D views, packed small enough to embed in the page.
 """

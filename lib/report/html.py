@@ -3,16 +3,30 @@
 Choices:
 
 * **One file, nothing external.** The HTML is rendered by jinja2 from ``templates/report.html.j2`` (with the
-  ``figure`` macro of ``templates/figure.html.j2``), shipped as package data of ``lib.report``, with inline CSS,
-  no JavaScript, and every image embedded as a ``data:image/png;base64,`` URI; it opens offline and can be
-  mailed or stored as a single artifact. The only URLs are plain links to a method's run and assignments, and
-  only ``http(s)`` ones become links (others, e.g. ``s3://``, are shown as text), so a ``javascript:`` URL in
-  the data can never be clicked.
-* **Escaping.** Autoescape is on: method names, options and error messages (which may contain anything,
-  ``<script>`` included) are shown as text. Only bytes that start with the PNG signature are embedded.
+  ``figure`` macro of ``templates/figure.html.j2`` and the inline script ``templates/report.js``), shipped as
+  package data of ``lib.report``, with inline CSS and script, every image embedded as a
+  ``data:image/png;base64,`` URI and the 3D views' grids as inline JSON; it opens offline, loads nothing from
+  the network, and can be mailed or stored as a single artifact.
+* **Readable by a curator.** The metrics table shows its key columns (``KEY_COLUMNS``) and hides the rest
+  behind "show all columns" (a checkbox, plain CSS); it scrolls inside its own box with a sticky header, so
+  the page never grows wider than the window, and a click on a header sorts it (numbers highest first,
+  missing values last). Supervised rows carry a badge; a glossary explains every column in plain words
+  (``GLOSSARY``, also the headers' tooltips); times carry units (``duration``); DeepCluster's history plots
+  say how to read them (``DEEPCLUSTER_NOTE``).
+* **Central members.** Under each method's thumbnails, the item ids they show (``central_members``, row by
+  row), as copyable text; clicking one draws it in 3D on a ``<canvas>`` (shaded voxel faces, turned by
+  dragging) from the grids of the method's ``previews`` file (:mod:`lib.report.previews`), each embedded once.
+  About 0.7 KB a member at R = 32: a report of 4 methods x 7 clusters x 8 members grew from 309 KB to 400 KB.
+* **Links.** Run, assignment and data URLs are links (``_safe_href``): relative for files inside the report
+  folder (``report_url``), ``file://`` for local paths, as they are for http(s), file, s3 and gs URLs; any
+  other scheme (``javascript:``, ``data:``) stays text.
+* **Escaping.** Autoescape is on: method names, options, item ids and error messages (which may contain
+  anything, ``<script>`` included) are shown as text, and the inline JSON has ``<``, ``>`` and ``&`` escaped.
+  Only bytes that start with the PNG signature are embedded.
 * **Robustness.** A report is written at the end of a long run, so rendering never fails on missing parts:
   a referenced image absent from ``images`` shows "(image missing)", missing metrics show "–", a method
-  without its scored split has empty metric cells.
+  without its scored split has empty metric cells, a missing or broken previews file leaves the item ids
+  without a 3D view.
 * **Templates.** Loaded once, at import, with jinja's default ``keep_trailing_newline=False``: the one
   trailing newline of ``report.html.j2`` is dropped, so the document ends with ``</html>``.
 """
@@ -24,18 +38,25 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import jinja2
+from markupsafe import Markup
 
+from lib.report.previews import read_previews
 from lib.report.table import (
+    GLOSSARY,
     HEADERS,
+    KEY_COLUMNS,
     SPLIT_COLUMNS,
     best_methods,
     columns,
+    duration,
     failed_methods,
     fmt,
+    glossary_key,
     method_entries,
     method_notes,
     number,
@@ -57,6 +78,15 @@ _METHOD_IMAGES = {
     "strips": "Cluster members (front and side depth views, up is up)",
 }
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TEXT_COLUMNS = ("name", "method", "supervised", "status")
+_LINK_SCHEMES = ("http", "https", "file", "s3", "gs")
+DEEPCLUSTER_NOTE = (
+    "How to read DeepCluster's curves: at the start of every epoch DeepCluster sorts all scans into new groups "
+    "(pseudo-labels) with its current features, then learns to predict those groups with a fresh output layer. "
+    "Its loss is measured against targets that change every epoch, so a loss that rises, or an NMI between "
+    "consecutive epochs' groups that falls (the groups are still moving), does not mean that training failed. "
+    "The NMI against the labels (classes it never sees) and its scores in the metrics table are what count."
+)
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("lib.report", "templates"),
@@ -68,20 +98,38 @@ _ENV = jinja2.Environment(
 _TEMPLATE = _ENV.get_template("report.html.j2")
 
 
-def _safe_href(url: Any) -> str | None:
-    """``url`` when it is an http(s) URL (safe to make clickable), else None."""
-    if not isinstance(url, str):
+def _safe_href(url: Any, report_url: str | None = None) -> str | None:
+    """The link target of ``url``, or None when it must not be clickable (``javascript:``, ``data:`` and any
+    other scheme): a path relative to the report folder for a file inside it (``report_url``), so that the
+    link works wherever the folder is viewed or copied; ``file://`` for an absolute local path; the URL
+    itself for http(s), file, s3 and gs URLs."""
+    if not isinstance(url, str) or not url.strip():
         return None
+    url = url.strip()
+    if report_url:
+        base = report_url.strip().rstrip("/") + "/"
+        if url.startswith(base) and len(url) > len(base):
+            return quote(url[len(base) :], safe="/-._~")
+    if url.startswith("/"):
+        return "file://" + quote(str(PurePosixPath(url)), safe="/-._~")
     try:
-        scheme = urlsplit(url.strip()).scheme.lower()
+        scheme = urlsplit(url).scheme.lower()
     except ValueError:
         return None
-    return url.strip() if scheme in ("http", "https") else None
+    return url if scheme in _LINK_SCHEMES else None
+
+
+def _script_json(value: Any) -> Markup:
+    """``value`` as JSON safe inside a ``<script type="application/json">`` element (no ``<``, ``>``, ``&``)."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(ch, esc)
+    return Markup(text)  # escaped above: the text can neither end the element nor start a tag
 
 
 def _image(file: Any, caption: str, images: Mapping[str, bytes], cache: dict[str, str]) -> dict[str, Any]:
     name = str(file)
-    out: dict[str, Any] = {"file": name, "caption": caption, "src": None, "note": None, "wide": False}
+    out: dict[str, Any] = {"file": name, "caption": caption, "src": None, "note": None, "wide": False, "explain": None}
     data = images.get(name)
     if data is None:
         out["note"] = "(image missing)"
@@ -122,27 +170,82 @@ def _latest_batch(m: Mapping[str, Any], shown: int = 12) -> dict[str, Any] | Non
     return {"batch": str(m["latest_batch"]), "entries": entries}
 
 
-def render_html(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
-    """The whole report as one self-contained HTML5 document (inline CSS, images as data URIs)."""
+def _metric_cell(col: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """One cell of the metrics table: its text, its sort key ("" when missing: sorted last) and how it shows."""
+    v = row.get(col)
+    if col == "status":
+        sup = bool(row.get("supervised"))
+        return {"kind": "status", "status": str(v), "supervised": sup, "sort": f"{v}{' supervised' if sup else ''}"}
+    if col in _TEXT_COLUMNS:
+        return {"kind": "name" if col == "name" else "text", "text": fmt(v), "sort": str(v)}
+    value = number(v)
+    text = duration(value) if col == "train_seconds" else fmt(value)
+    return {"kind": "num", "text": text, "sort": "" if value is None else repr(value)}
+
+
+def _glossary(cols: Sequence[str]) -> list[tuple[str, str]]:
+    """(the headers a glossary entry explains, its text) for the table's columns, plus "supervised"."""
+    labels: dict[str, list[str]] = {}
+    for c in ["supervised", *cols]:
+        key = glossary_key(c)
+        if key is not None:
+            labels.setdefault(key, []).append(HEADERS.get(c, c.replace("_", " ")))
+    return [(" / ".join(dict.fromkeys(names)), GLOSSARY[key]) for key, names in labels.items()]
+
+
+def _members(m: Mapping[str, Any], grids: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The method's clusters with the item ids its thumbnails show (``central_members``), each id with
+    whether its grid is in the page (a 3D view)."""
+    out = []
+    for c in m.get("central_members") or []:
+        if not isinstance(c, Mapping) or not isinstance(c.get("items"), Sequence):
+            continue
+        items = [{"id": str(i), "view": str(i) in grids} for i in c["items"]]
+        out.append({"cluster": fmt(c.get("cluster")), "size": fmt(number(c.get("size"))), "items": items})
+    return out
+
+
+def render_html(report: Mapping[str, Any], images: Mapping[str, bytes], *, report_url: str | None = None) -> str:
+    """The whole report as one self-contained HTML5 document (inline CSS and script, images as data URIs).
+
+    ``images``: the report folder's files by name, the PNGs its records name and each method's ``previews``
+    file (the grids of the 3D views). ``report_url``: the report folder, when the page is written there (links
+    to files inside it become relative, and the page links its ``report.json`` and ``assignments.csv``)."""
     cache: dict[str, str] = {}
     split = str(report.get("scored_split") or "test")
-    cols = columns(report)
+    cols = [c for c in columns(report) if c != "supervised"]  # the status cell carries a "supervised" badge
     best = set(best_methods(report))
     methods = method_entries(report)
     anchors = [_anchor(i, str(m.get("name", ""))) for i, m in enumerate(methods)]
 
+    headers = []
+    for c in cols:
+        key = glossary_key(c)
+        headers.append(
+            {
+                "text": HEADERS.get(c, c.replace("_", " ")),
+                "num": c not in _TEXT_COLUMNS,
+                "extra": c not in KEY_COLUMNS,
+                "title": GLOSSARY[key] if key else "",
+            }
+        )
     rows = []
     for anchor, row in zip(anchors, table_rows(report), strict=True):
         cls = "failed" if row["status"] != "ok" else ("best" if row["name"] in best else "")
-        cells = [{"text": fmt(row[c]), "num": c not in ("name", "method", "supervised", "status")} for c in cols]
+        cells = [_metric_cell(c, row) | {"extra": h["extra"]} for c, h in zip(cols, headers, strict=True)]
         rows.append({"cls": cls, "cells": cells, "anchor": anchor})
 
+    has_deepcluster = any(m.get("method") == "deepcluster" for m in methods)
     shared_files = report.get("images") or {}
     shared_keys = [k for k in _SHARED_IMAGES if shared_files.get(k)]
     shared_keys += [k for k in shared_files if k not in _SHARED_IMAGES and shared_files.get(k)]
     shared = [_image(shared_files[k], _SHARED_IMAGES.get(k, str(k)), images, cache) for k in shared_keys]
+    for img, k in zip(shared, shared_keys, strict=True):
+        if k == "deepcluster_nmi" or (k == "loss" and has_deepcluster):
+            img["explain"] = DEEPCLUSTER_NOTE
 
-    method_views = []
+    grids: dict[str, str] = {}
+    method_views: list[dict[str, Any]] = []
     for anchor, m in zip(anchors, methods, strict=True):
         metrics = m.get("metrics") or {}
         order = [s for s in ("test", "train", "all") if s in metrics] + [
@@ -158,17 +261,21 @@ def render_html(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
             if cs:
                 sizes.append(cs)
         files = m.get("images") or {}
-        keys = [k for k in _METHOD_IMAGES if files.get(k)] + [
+        keys = [k for k in _METHOD_IMAGES if files.get(k) and k != "strips"] + [
             k for k in files if k not in _METHOD_IMAGES and files.get(k)
         ]
         imgs = [_image(files[k], _METHOD_IMAGES.get(k, str(k)), images, cache) for k in keys]
-        for img, k in zip(imgs, keys, strict=True):
-            img["wide"] = k == "strips"
+        strips = _image(files["strips"], _METHOD_IMAGES["strips"], images, cache) if files.get("strips") else None
+        if strips:
+            strips["wide"] = True
+        if m.get("previews"):
+            grids.update(read_previews(images.get(str(m["previews"]))))
+        members = _members(m, grids)
         links = []
         for label, key in (("Run", "run_url"), ("Assignments", "assignments_url")):
             url = m.get(key)
             if url:
-                links.append((label, {"href": _safe_href(url), "text": str(url)}))
+                links.append((label, {"href": _safe_href(url, report_url), "text": str(url)}))
         status = str(m.get("status", ""))
         error = m.get("error")
         method_views.append(
@@ -181,7 +288,7 @@ def render_html(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
                 "error": str(error) if error else ("no error message" if status != "ok" else None),
                 "options": json.dumps(m.get("options") or {}, sort_keys=True, default=str),
                 "dim": fmt(m.get("dim")),
-                "train_seconds": fmt(number(m.get("train_seconds"))) + (" s" if number(m.get("train_seconds")) else ""),
+                "train_time": duration(m.get("train_seconds")),
                 "knee": fmt(m.get("knee"))
                 if m.get("knee") is not None
                 else ("no clear knee" if m.get("elbow") else "–"),
@@ -193,20 +300,29 @@ def render_html(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
                 "sizes": sizes,
                 "latest": _latest_batch(m),
                 "images": imgs,
+                "strips": strips,
+                "members": members,
+                "view3d": any(i["view"] for c in members for i in c["items"]),
             }
         )
+    shown = {i["id"] for v in method_views for c in v["members"] for i in c["items"]}
 
     classes = [str(c) for c in report.get("classes") or []]
     if report.get("labelled", False):
-        shown = ", ".join(classes[:30]) + (f", … ({len(classes) - 30} more)" if len(classes) > 30 else "")
-        labels = f"{len(classes)} classes: {shown}" if classes else "labelled"
+        shown_classes = ", ".join(classes[:30]) + (f", … ({len(classes) - 30} more)" if len(classes) > 30 else "")
+        labels = f"{len(classes)} classes: {shown_classes}" if classes else "labelled"
     else:
         labels = "none (unlabelled data)"
+    data_url = str(report.get("data_url") or "–")
+    files = [(name, name) for name in ("report.json", "assignments.csv")] if report_url else []
 
     return _TEMPLATE.render(
         title=str(report.get("title") or "voxclust report"),
         created=str(report.get("created") or "–"),
-        data_url=str(report.get("data_url") or "–"),
+        data_url=data_url,
+        data_href=_safe_href(data_url),
+        report_url=report_url,
+        files=files,
         n_items=fmt(report.get("n_items")),
         labels=labels,
         k=fmt(report.get("k")),
@@ -215,11 +331,14 @@ def render_html(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
         suggested=suggested_k(report),
         failed=failed_methods(report),
         notes=method_notes(report),
-        headers=[HEADERS.get(c, c.replace("_", " ")) for c in cols],
+        headers=headers,
+        n_extra=sum(h["extra"] for h in headers),
         rows=rows,
+        glossary=_glossary(cols),
         shared=shared,
         methods=method_views,
         split_headers=[HEADERS[c] for c in SPLIT_COLUMNS],
+        grids=_script_json({k: v for k, v in grids.items() if k in shown}) if shown & grids.keys() else None,
     )
 
 

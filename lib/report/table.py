@@ -7,7 +7,10 @@ Choices:
 * **Robustness.** Rows never fail on missing parts: missing metrics are None (shown as "–"), a method without
   its scored split has empty metric cells.
 * **Numbers** are shown with 3 decimals (integers as integers); NaN / infinite / missing values are ``None``
-  in ``table_rows`` (JSON has no NaN) and "–" in HTML and markdown.
+  in ``table_rows`` (JSON has no NaN) and "–" in HTML and markdown. Times are shown with their unit
+  (``duration``: "0.0 s", "1 min 12 s").
+* **Glossary.** ``GLOSSARY`` says what each column means in a sentence or two for readers who are not
+  machine-learning engineers (the HTML report's glossary and header tooltips).
 * **Best method** = the unsupervised method with status "ok" and the highest NMI on the scored split, its
   mean over the row's seeds (first one on ties). Supervised methods saw the labels, so they are reference
   points, never "best". **The verdict** (``best_methods``, ``verdict_text``) names the best and every other
@@ -64,7 +67,7 @@ HEADERS = {
     "pic_clusters": "PIC clusters",
     "pic_nmi": "PIC NMI",
     "spectral_nmi": "spectral NMI",
-    "train_seconds": "train s",
+    "train_seconds": "train time",
     "test_accuracy": "test accuracy",
     "reconstruction_iou": "reconstruction IoU",
     "capture_nmi": "capture NMI",
@@ -77,6 +80,69 @@ HEADERS = {
 SPREAD_KEYS: tuple[str, ...] = ("nmi", "ari", "acc")
 SEED_COLUMNS: tuple[str, ...] = ("seeds", *(f"{k}_{s}" for k in SPREAD_KEYS for s in ("mean", "min", "max")))
 HEADERS |= {f"{k}_{s}": f"{HEADERS[k]} {s}" for k in SPREAD_KEYS for s in ("mean", "min", "max")}
+# The columns the HTML metrics table shows by default (the rest behind "show all columns"), when present.
+KEY_COLUMNS: tuple[str, ...] = (
+    "name",
+    "method",
+    "status",
+    "nmi",
+    "ari",
+    "acc",
+    "nmi_mean",
+    "train_seconds",
+    "capture_nmi",
+    "test_accuracy",
+    "reconstruction_iou",
+)
+
+# What each column means, for readers who are not machine-learning engineers (the report's glossary and the
+# headers' tooltips). "Groups" are the clusters a method's features are sorted into; "classes" the known labels.
+_SPREAD_NOTE = "over the method's training runs with different random starts: a wide range means luck matters."
+GLOSSARY: dict[str, str] = {
+    "supervised": "A supervised method was shown the known classes while it learned. It shows what is possible "
+    "with labels, so it is a reference, never the best method.",
+    "nmi": "Normalised mutual information: how well the groups match the known classes, from 0 (no relation) to "
+    "1 (each group is exactly one class). The main score of this report; it does not mind how groups are named.",
+    "ari": "Adjusted Rand index: for every pair of scans, do the groups and the classes agree on whether the two "
+    "belong together? 0 is what random grouping gives, 1 is perfect agreement.",
+    "acc": "Accuracy: name each group after the class it matches best (one class per group), then count the "
+    "share of scans that land in their own class's group, from 0 to 1.",
+    "purity": "The share of scans that belong to their group's most common class. 1 means every group holds a "
+    "single class; many small groups make it high easily, so read it with NMI.",
+    "silhouette": "How clearly the groups stand apart in the method's own features, without looking at the "
+    "classes: from -1 to 1, higher means tighter, better separated groups.",
+    "inertia": "The spread of the groups around their centres in the method's own features (lower is tighter). "
+    "Its scale differs from method to method, so compare it only within one method.",
+    "n_clusters": "How many groups the scans were sorted into (by k-means).",
+    "knee": "The number of groups suggested by the elbow plot: where adding more groups stops helping much.",
+    "pic_clusters": "How many groups PIC found. PIC (power iteration clustering) is a second way to group the "
+    "same features; it picks its own number of groups.",
+    "pic_nmi": "NMI of PIC's groups against the classes (see NMI).",
+    "spectral_nmi": "NMI of spectral clustering's groups against the classes: another way to group the same "
+    "features, by which scans are each other's near neighbours, with the same number of groups.",
+    "train_seconds": "How long the method took to learn its features. Methods that learn nothing (raw voxels) "
+    "take no time.",
+    "capture_nmi": "How much the groups follow the way a scan was captured (mesh, point cloud, voxel grid) "
+    "instead of its shape. Near 0 is good; near 1 means the groups sort scanners, not objects.",
+    "own_nmi": "NMI of the groups the method makes itself (SCAN predicts a group for each scan), beside the "
+    "k-means groups of its features.",
+    "own_acc": "Accuracy (see ACC) of the groups the method makes itself.",
+    "seeds": "How many times the method was trained, each time from a different random start.",
+    "nmi_mean": "NMI's average, lowest and highest value " + _SPREAD_NOTE,
+    "ari_mean": "ARI's average, lowest and highest value " + _SPREAD_NOTE,
+    "acc_mean": "ACC's average, lowest and highest value " + _SPREAD_NOTE,
+    "restart_nmi_min": "The lowest and highest NMI when only the random start of the grouping (k-means) "
+    "changes, on the same features: how far chance alone moves the score.",
+    "test_accuracy": "For supervised methods: the share of held-out test scans whose class the method names "
+    "correctly, from 0 to 1.",
+    "reconstruction_iou": "For autoencoders: how well the method redraws a scan from its features, as the "
+    "overlap of the redrawn and the original voxels (intersection over union), from 0 to 1.",
+}
+# Columns explained by another column's entry (the spread's min / max by its mean).
+GLOSSARY_ALIASES: dict[str, str] = {
+    **{f"{k}_{s}": f"{k}_mean" for k in SPREAD_KEYS for s in ("min", "max")},
+    "restart_nmi_max": "restart_nmi_min",
+}
 
 
 def number(v: Any) -> int | float | None:
@@ -236,6 +302,25 @@ def fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3f}" if math.isfinite(v) else "–"
     return str(v)
+
+
+def duration(seconds: Any) -> str:
+    """A time with its unit: "0.0 s", "12.3 s", "1 min 12 s", "2 h 5 min"; "–" when not a number."""
+    s = number(seconds)
+    if s is None:
+        return "–"
+    if s < 59.95:
+        return f"{s:.1f} s"
+    whole = round(s)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
+def glossary_key(column: str) -> str | None:
+    """The ``GLOSSARY`` entry that explains ``column`` (None when there is none)."""
+    key = GLOSSARY_ALIASES.get(column, column)
+    return key if key in GLOSSARY else None
 
 
 def verdict_text(report: Mapping[str, Any]) -> str:

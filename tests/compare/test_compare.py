@@ -22,6 +22,7 @@ from lib.compare.publish import export_csv, latest_report_url
 from lib.compare.records import read_report
 from lib.compare.rows import CompareConfig, CompareError, MethodEntry, discover_entries, resolve_entries, run_url_for
 from lib.features.runs import Region, RunRequest, create_run, read_embedding, train_run
+from lib.report.previews import decode_grid, read_previews
 from lib.storage import open_storage
 from lib.voxels.importer import import_npz
 from lib.voxels.store import VoxelStore
@@ -199,6 +200,14 @@ def test_unlabelled_store_uses_the_knee(unlabelled_store: str, tmp_path: Path) -
     assert rec.status == "ok", rec.error
     assert set(rec.metrics) == {"all"} and rec.metrics["all"].nmi is None
     assert rec.k == (rec.knee or 10) and "contingency" not in rec.images
+    # the thumbnails' members, by item id, and their grids for the report's 3D views
+    assert rec.previews and sum(c.size for c in rec.central_members) == rec.n_items
+    assert all(0 < len(c.items) <= FAST.strip_members for c in rec.central_members)
+    grids = read_previews(open_storage(str(tmp_path / "out")).read_bytes(rec.previews))
+    store = VoxelStore.open(unlabelled_store)
+    row = {r["item_id"]: r["row"] for r in store.records()}
+    assert set(grids) == {i for c in rec.central_members for i in c.items}
+    assert all((decode_grid(g) == store.read([row[i]])[0]).all() for i, g in grids.items())
     assert rec.metrics["all"].silhouette is not None
     unit = evaluate_method(
         unlabelled_store, entry, run_url, str(tmp_path / "out2"), FAST.model_copy(update={"whiten": True, "l2": True})

@@ -20,11 +20,10 @@ from typing import Any
 
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, headless_chromium
 from voxclust.stack import Stack, api_get, api_post, postgres_home, postgres_missing
 
 VOXCLUST = str(Path(sys.executable).with_name("voxclust"))
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -245,11 +244,8 @@ def test_stack_runs_a_dropped_batch_once_through_the_deployments(site: Site, tmp
         for value in secret_values:
             assert value not in text, f"a secret appears in {where}"
 
-    # -- the UI in headless Chromium: the run's page, then its comparison table
-    if CHROMIUM is None:
-        if os.environ.get("VOXCLUST_REQUIRE_BROWSER"):
-            pytest.fail("chromium is not installed (apt-get install chromium)")
-        pytest.skip("chromium is not installed")
+    # -- the UI in headless Chromium (skipped without one, unless VOXCLUST_REQUIRE_BROWSER): the run's page, then
+    # its comparison table
     _browser_check(site, pipeline, tmp_path)
 
 
@@ -273,48 +269,33 @@ def _s3_read(site: Site, url: str) -> str:
 
 
 def _browser_check(site: Site, pipeline: dict[str, Any], tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     out = tmp_path / "screenshots"
     out.mkdir()
     ui = site.api.removesuffix("/api")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            # the UI asks for the server's basic-auth string once and keeps it for its API calls
-            page.goto(f"{ui}/v2/login")
-            password = page.locator("input").first
-            password.fill(site.auth)
-            password.press("Enter")
-            page.wait_for_url("**/dashboard**")
-            page.goto(f"{ui}/runs/flow-run/{pipeline['id']}")
-            expect(page.get_by_text(pipeline["name"]).first).to_be_visible()
-            expect(page.get_by_text("Completed").first).to_be_visible()
-            page.screenshot(path=str(out / "flow-run.png"))
+    with headless_chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        # the UI asks for the server's basic-auth string once and keeps it for its API calls
+        page.goto(f"{ui}/v2/login")
+        password = page.locator("input").first
+        password.fill(site.auth)
+        password.press("Enter")
+        page.wait_for_url("**/dashboard**")
+        page.goto(f"{ui}/runs/flow-run/{pipeline['id']}")
+        expect(page.get_by_text(pipeline["name"]).first).to_be_visible()
+        expect(page.get_by_text("Completed").first).to_be_visible()
+        page.screenshot(path=str(out / "flow-run.png"))
 
-            page.get_by_text("Artifacts", exact=True).first.click()
-            card = page.get_by_text("voxclust-pipeline-table").first
-            expect(card).to_be_visible()
-            page.screenshot(path=str(out / "flow-run-artifacts.png"))
-            card.click()
-            expect(page.get_by_text("autoencoder", exact=True).first).to_be_visible()
-            expect(page.get_by_text("nmi", exact=True).first).to_be_visible()
-            page.screenshot(path=str(out / "comparison-table.png"), full_page=True)
-        finally:
-            browser.close()
+        page.get_by_text("Artifacts", exact=True).first.click()
+        card = page.get_by_text("voxclust-pipeline-table").first
+        expect(card).to_be_visible()
+        page.screenshot(path=str(out / "flow-run-artifacts.png"))
+        card.click()
+        expect(page.get_by_text("autoencoder", exact=True).first).to_be_visible()
+        expect(page.get_by_text("nmi", exact=True).first).to_be_visible()
+        page.screenshot(path=str(out / "comparison-table.png"), full_page=True)
     for name in ("flow-run.png", "flow-run-artifacts.png", "comparison-table.png"):
         assert (out / name).stat().st_size > 10_000, name
     keep = os.environ.get("VOXCLUST_SCREENSHOTS")

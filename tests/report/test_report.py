@@ -4,110 +4,23 @@ from __future__ import annotations
 
 import base64
 import copy
-import io
 import json
 import math
 from html.parser import HTMLParser
 from typing import Any
 
+import numpy as np
 import pytest
-from PIL import Image
 
 from lib.report.html import render_html
 from lib.report.markdown import render_markdown
 from lib.report.table import BASE_COLUMNS, best_method, best_methods, columns, table_rows, verdict_text
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-EVIL = '<script>alert("x")</script> CUDA out of memory & more'
-
-
-def png(color: tuple[int, int, int]) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (12, 8), color).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def split(nmi: float | None, **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"ari": 0.1, "acc": 0.5, "purity": 0.55, "silhouette": 0.2, "inertia": 1234.5678}
-    out.update(
-        n_clusters=3, sizes=[5, 3, 2], contingency=[[4, 1, 0], [1, 2, 2]], classes=["a", "b"], clusters=[0, 1, 2]
-    )
-    if nmi is not None:
-        out["nmi"] = nmi
-    out.update(extra)
-    return out
-
-
-def method(name: str, kind: str, nmi: float | None, *, supervised: bool = False, **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "name": name,
-        "method": kind,
-        "options": {"dim": 64, "epochs": 3},
-        "supervised": supervised,
-        "status": "ok",
-        "error": None,
-        "dim": 64,
-        "train_seconds": 12.34567,
-        "metrics": {"test": split(nmi), "train": split(0.99)},
-        "method_metrics": {},
-        "elbow": [[2, 100.0], [3, 60.0], [4, 55.0]],
-        "knee": 3,
-        "images": {},
-        "run_url": None,
-        "assignments_url": None,
-    }
-    out.update(extra)
-    return out
+from tests.report.sample import EVIL, IMAGES, PNG_SIGNATURE, method, sample_report, split
 
 
 @pytest.fixture
 def report() -> dict[str, Any]:
-    return {
-        "title": "voxclust <comparison>",
-        "data_url": "s3://bucket/modelnet10",
-        "created": "2026-01-02T03:04:05+00:00",
-        "n_items": 10,
-        "labelled": True,
-        "classes": ["a", "b"],
-        "k": 3,
-        "scored_split": "test",
-        "images": {"elbow": "elbow.png", "loss": "loss.png"},
-        "methods": [
-            method("raw", "raw", 0.40, images={"contingency": "raw-contingency.png", "tsne": "raw-tsne.png"}),
-            method(
-                "ae",
-                "autoencoder",
-                0.61,
-                method_metrics={"reconstruction_iou": 0.8},
-                images={"strips": "ae-strips.png", "pca": "ae-pca-missing.png"},
-                run_url="https://prefect.example/runs/1",
-                assignments_url="s3://bucket/ae/assignments.parquet",
-            ),
-            method("voxnet", "voxnet", 0.95, supervised=True, method_metrics={"test_accuracy": 0.9}),
-            method(
-                "broken",
-                "deepcluster",
-                None,
-                status="failed",
-                error=EVIL,
-                metrics={},
-                elbow=None,
-                knee=None,
-                run_url="javascript:alert(1)",
-            ),
-            method("train-only", "triplet", None, metrics={"train": split(0.99)}, knee=None),
-        ],
-    }
-
-
-IMAGES = {
-    "elbow.png": png((255, 0, 0)),
-    "loss.png": png((0, 255, 0)),
-    "raw-contingency.png": png((0, 0, 255)),
-    "raw-tsne.png": png((0, 255, 255)),
-    "ae-strips.png": png((255, 0, 255)),
-    "unused.png": png((0, 0, 0)),
-}
+    return sample_report()
 
 
 class Collector(HTMLParser):
@@ -188,7 +101,9 @@ def test_render_html_self_contained(report: dict[str, Any]) -> None:
     assert html.startswith("<!DOCTYPE html>")
     p = parse(html)
     tags = [t for t, _ in p.tags]
-    assert "script" not in tags and "link" not in tags and "iframe" not in tags
+    assert "link" not in tags and "iframe" not in tags and "object" not in tags
+    scripts = [a for t, a in p.tags if t == "script"]
+    assert scripts == [{}]  # the one inline script (sorting, 3D views): nothing loaded from elsewhere
     srcs = [a.get("src") or "" for t, a in p.tags if t == "img"]
     assert len(srcs) == 5  # elbow, loss, raw contingency + tsne, ae strips; the missing pca is not an <img>
     for src in srcs:
@@ -197,8 +112,8 @@ def test_render_html_self_contained(report: dict[str, Any]) -> None:
         assert base64.b64decode(src[len(prefix) :], validate=True)[:8] == PNG_SIGNATURE
     assert all("src" not in a or t == "img" for t, a in p.tags)
     hrefs = [a.get("href") or "" for t, a in p.tags if t == "a"]
-    assert "https://prefect.example/runs/1" in hrefs
-    assert all(h.startswith(("#", "https://")) for h in hrefs)  # javascript: and s3: URLs are not links
+    assert "https://prefect.example/runs/1" in hrefs and "s3://bucket/ae/assignments.parquet" in hrefs
+    assert all(h.startswith(("#", "https://", "s3://")) for h in hrefs)  # the javascript: URL is not a link
     text = "".join(p.text)
     assert "(image missing)" in text
     assert "voxclust <comparison>" in text
@@ -208,9 +123,9 @@ def test_render_html_content(report: dict[str, Any]) -> None:
     html = render_html(report, IMAGES)
     text = "".join(parse(html).text)
     assert EVIL in text  # shown as text ...
-    assert "<script>" not in html and "&lt;script&gt;" in html  # ... because it is escaped
+    assert EVIL not in html and "&lt;script&gt;alert" in html  # ... because it is escaped
     assert "javascript:alert(1)" in text
-    for expected in ("1234.568", "0.610", "12.346", "s3://bucket/modelnet10", "reconstruction IoU", "test accuracy"):
+    for expected in ("1234.568", "0.610", "12.3 s", "s3://bucket/modelnet10", "reconstruction IoU", "test accuracy"):
         assert expected in text, expected
     assert "ae (NMI 0.610 on the test split)" in text
     assert "raw: 3" in text and "ae: 3" in text and "broken" in text
@@ -322,3 +237,129 @@ def test_a_single_seed_verdict_says_it_rests_on_one_run() -> None:
     old = _ranked(("ae", None, False))  # a report written before spreads: its one NMI
     assert best_methods(old) == ["ae"] and "single training run" in verdict_text(old)
     assert "restart_nmi_min" not in columns(old)
+
+
+# -------------------------------------------------------------------------------------------- for curators
+
+
+def test_times_have_units() -> None:
+    from lib.report.table import duration
+
+    assert [duration(v) for v in (0, 0.04, 12.34, 59.96, 72.4, 3599.6, 3725, None, math.nan, "3")] == [
+        "0.0 s",
+        "0.0 s",
+        "12.3 s",
+        "1 min 0 s",
+        "1 min 12 s",
+        "1 h 0 min",
+        "1 h 2 min",
+        "–",
+        "–",
+        "–",
+    ]
+
+
+def _metrics_table(p: Collector) -> list[tuple[str, dict[str, str | None]]]:
+    start = next(i for i, (t, a) in enumerate(p.tags) if t == "table" and "metrics" in (a.get("class") or ""))
+    end = next(i for i, (t, _) in enumerate(p.tags) if i > start and t == "table")
+    return p.tags[start:end]
+
+
+def test_the_page_explains_marks_links_and_names_what_it_shows() -> None:
+    from lib.report.html import DEEPCLUSTER_NOTE
+    from lib.report.previews import decode_grid
+    from tests.report.sample import rich_report
+    from tests.support import shapes
+
+    rep, files = rich_report()
+    evil_id = "</script><b>x</b>"  # an item id is only text, in the page and in its grids' JSON
+    first_ae = rep["methods"][1]["central_members"][0]["items"][0]
+    rep["methods"][1]["central_members"][0]["items"][0] = evil_id
+    doc = json.loads(files["ae-previews.json"])
+    doc["grids"][evil_id] = doc["grids"].pop(first_ae)
+    files["ae-previews.json"] = json.dumps(doc).encode()
+    html = render_html(rep, files, report_url="s3://bucket/store/reports/compare-1/")
+    p = parse(html)
+    text = " ".join(p.text)
+
+    # the glossary explains every column of the table, in plain words; the headers carry it as a tooltip
+    glossary = html[html.index('<section id="glossary">') : html.index("</section>", html.index('id="glossary"'))]
+    for term in ("NMI", "ARI", "ACC", "PIC NMI", "capture NMI", "test accuracy", "reconstruction IoU", "train time"):
+        assert f"<dt>{term}" in glossary, term
+    assert "supervised" in glossary and "silhouette" in glossary and "NMI min (k-means seeds)" in glossary
+    table = _metrics_table(p)
+    heads = [a for t, a in table if t == "th"]
+    assert len(heads) == len(columns(rep)) - 1  # "supervised" is a badge in the status cell
+    assert all(a.get("title") for a in heads[3:])  # every metric; name, method and status need none
+    # the key columns show, the rest are behind "show all columns"
+    key = [i for i, a in enumerate(heads) if "extra" not in (a.get("class") or "")]
+    assert len(key) <= 11 and any("extra" in (a.get("class") or "") for a in heads)
+
+    # supervised rows carry a badge, not "yes"
+    badges = [a.get("class") for t, a in table if t == "span"]
+    assert badges.count("badge sup") == 1 and "yes" not in "".join(html[html.index("<tbody>") :].split("</table>")[:1])
+
+    # times with their unit, everywhere
+    assert "0.0 s" in text and "1 min 12 s" in text and "12.3 s" in text and "0.000" not in text.split("Metrics")[0]
+    assert "Training time 0.0 s" in " ".join(html.replace("</dt><dd>", " ").split("<dt>"))
+
+    # URLs are links, escaped; a file of the report folder relative to the page; javascript: never
+    hrefs = [a.get("href") for t, a in p.tags if t == "a"]
+    assert "https://prefect.example/runs/1" in hrefs and "file:///data/store/runs/raw-1a2b" in hrefs
+    assert "clusters/raw.json" in hrefs and "report.json" in hrefs and "assignments.csv" in hrefs
+    assert "s3://bucket/modelnet10" in hrefs and not [h for h in hrefs if h and h.startswith("javascript")]
+
+    # the item ids of the thumbnails, row by row in the thumbnails' order, as text one can copy
+    for m in rep["methods"][:2]:
+        for c in m["central_members"]:
+            assert " ".join(c["items"]) in " ".join(t.strip() for t in p.text if t.strip()), c["items"]
+    assert "</script><b>x</b>" not in html and "&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in html
+    assert len([a for t, a in p.tags if t == "canvas"]) == 2  # one 3D view per method with previews
+
+    # the grids travel in the page: escaped JSON, every shown member's grid exactly
+    start = html.index('<script type="application/json" id="voxel-grids">') + len(
+        '<script type="application/json" id="voxel-grids">'
+    )
+    embedded = json.loads(html[start : html.index("</script>", start)])
+    assert "</script><b>x</b>" in embedded and "<" not in html[start : html.index("</script>", start)]
+    grids, labels = shapes(4, 0, r=32)
+    first = int(next(i for i, v in enumerate(labels) if v == 0))
+    assert (decode_grid(embedded["raw-box_0000"]) == grids[first]).all()
+
+    # DeepCluster's curves come with how to read them
+    assert html.count(DEEPCLUSTER_NOTE.replace("'", "&#39;")) == 2  # under its NMI plot and the loss plot
+    plain = copy.deepcopy(rep)
+    plain["methods"][3]["method"] = "triplet"
+    del plain["images"]["deepcluster_nmi"]
+    assert "How to read DeepCluster" not in render_html(plain, files)
+
+
+def test_previews_round_trip_and_bad_files() -> None:
+    from lib.report.previews import decode_grid, encode_grid, previews_file, read_previews
+    from tests.support import shapes
+
+    grids, _ = shapes(2, 3, r=32)
+    data = previews_file(["a", "b", "a", "c", "d", "e"], grids)
+    back = read_previews(data)
+    assert list(back) == ["a", "b", "c", "d", "e"]  # an item shown twice is stored once
+    assert (decode_grid(back["c"]) == grids[3]).all() and (decode_grid(back["a"]) == grids[0]).all()
+    assert len(back["a"]) < 1000  # a 32^3 grid in under a kilobyte
+    empty = np.zeros((8, 8, 8), bool)
+    assert not decode_grid(encode_grid(empty)).any()
+    for bad in (None, b"", b"not json", b"[1, 2]", b'{"grids": 3}', "é".encode("latin-1")):
+        assert read_previews(bad) == {}
+    assert read_previews(b'{"grids": {"x": "no size", "y": "8:AAAA"}}') == {"y": "8:AAAA"}
+    with pytest.raises(ValueError):
+        encode_grid(np.zeros((2, 3, 4), bool))
+    with pytest.raises(ValueError):
+        decode_grid("32:not base64!")
+    with pytest.raises(ValueError):
+        previews_file(["a"], grids[:2])
+    # a page whose previews file is missing or broken lists the item ids, without a 3D view
+    from tests.report.sample import rich_report
+
+    rep, files = rich_report()
+    files["raw-previews.json"] = b"garbage"
+    del files["ae-previews.json"]
+    p = parse(render_html(rep, files))
+    assert "raw-box_0000" in "".join(p.text) and not [t for t, _ in p.tags if t == "canvas"]
