@@ -338,7 +338,14 @@ def verdict_text(report: Mapping[str, Any]) -> str:
     if all(found[n][4] <= 1 for n in names):
         restarts = spread_of(next(m for m in method_entries(report) if m.get("name") == names[0]))
         lo, hi = restarts.get("restart_nmi_min"), restarts.get("restart_nmi_max")
-        moved = f"; k-means seeds alone give it {fmt(lo)}–{fmt(hi)}" if lo is not None and hi is not None else ""
+        moved = ""
+        if lo is not None and hi is not None:
+            same = fmt(lo) == fmt(hi)
+            moved = (
+                f"; every k-means seed gives it {fmt(lo)}"
+                if same
+                else f"; k-means seeds alone give it {fmt(lo)}–{fmt(hi)}"
+            )
         tied = f", tied with {_joined(names[1:])}" if len(names) > 1 else ""
         single = f"from a single training run per method{moved}"
         return f"{names[0]} (NMI {fmt(top[1])} on {scope}{tied}): {single}"

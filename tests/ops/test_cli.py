@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
-import json
 from pathlib import Path
 
 import numpy as np
@@ -198,7 +198,9 @@ def test_unsupported_url_scheme(runner: CliRunner, tmp_path: Path, where: str) -
 def test_unsupported_url_scheme_info_and_import(runner: CliRunner, tmp_path: Path) -> None:
     assert_user_error(runner.invoke(app, ["info", "ftp://x/y"]), "unsupported storage URL scheme")
     npz = _npz(tmp_path / "g.npz")
-    assert_user_error(runner.invoke(app, ["import", str(npz), "--store", "ftp://x/y"]), "unsupported storage URL scheme")
+    assert_user_error(
+        runner.invoke(app, ["import", str(npz), "--store", "ftp://x/y"]), "unsupported storage URL scheme"
+    )
 
 
 @pytest.mark.parametrize(

@@ -234,6 +234,9 @@ def test_a_single_seed_verdict_says_it_rests_on_one_run() -> None:
     assert "seeds" not in columns(rep) and "restart_nmi_min" in columns(rep)  # no seed spread to show
     tied = _ranked(("ae", [0.61], False), ("dc", [0.61], False))
     assert "tied with dc" in verdict_text(tied)
+    steady = _ranked(("ae", [0.61], False))
+    steady["methods"][0]["spread"]["restart_nmi"] = [0.88, 0.88, 0.8801]  # every k-means seed the same
+    assert "every k-means seed gives it 0.880" in verdict_text(steady) and "–" not in verdict_text(steady)
     old = _ranked(("ae", None, False))  # a report written before spreads: its one NMI
     assert best_methods(old) == ["ae"] and "single training run" in verdict_text(old)
     assert "restart_nmi_min" not in columns(old)
