@@ -21,6 +21,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="print the result as JSON")
 # Log records shown in the terminal: WARNING and above unless --verbose (or the setting ``verbose``) asks for
 # INFO. The Prefect API (the UI) still gets every record: only the console handlers are set.
 _verbose = False
+_lasting_api = False  # PREFECT_API_URL names a server that outlives the command (links to it stay alive)
 
 
 def set_verbose(verbose: bool) -> None:
@@ -36,11 +37,27 @@ def console_log_level() -> str:
 
 class ConsoleLogHandler(logging.Handler):
     """Prints log records through the rich console the progress bars use, so a record is written above the
-    live display instead of on a bar's line. Messages are printed as text (no markup, no highlighting)."""
+    live display instead of on a bar's line. Messages are printed as text (no markup, no highlighting).
 
-    def __init__(self, console: Console, level: int | str = logging.NOTSET) -> None:
+    Prefect builds its console handler from this class too (``PREFECT_LOGGING_HANDLERS_CONSOLE_CLASS``, set
+    by :func:`prefect_defaults`), so a handler Prefect configures later prints the same way; ``stream`` and
+    ``styles`` are Prefect's handler settings, not used here. Under a temporary Prefect API, Prefect's
+    "View at http://..." records are dropped: the link dies with the command."""
+
+    def __init__(
+        self,
+        console: Console | None = None,
+        level: int | str = logging.NOTSET,
+        stream: Any = None,
+        styles: Any = None,
+    ) -> None:
         super().__init__(level)
-        self.console = console
+        self.console = console or err
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _lasting_api and str(record.msg).startswith("View at "):
+            return False
+        return bool(super().filter(record))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -75,7 +92,11 @@ def _route_library_logs() -> None:
     display) with one that prints through :data:`err` at the console level."""
     from prefect.logging.handlers import PrefectConsoleHandler
 
+    global _lasting_api
+    from prefect.settings import PREFECT_API_URL
+
     level = console_log_level()
+    _lasting_api = bool(PREFECT_API_URL.value())  # read before a temporary API is started
     loggers = [logging.getLogger()]
     loggers += [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
     swapped: list[tuple[logging.Logger, logging.Handler, logging.Handler]] = []
@@ -115,6 +136,7 @@ def prefect_defaults() -> None:
     _set_env(
         {
             "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": level,
+            "PREFECT_LOGGING_HANDLERS_CONSOLE_CLASS": f"{__name__}.{ConsoleLogHandler.__name__}",
             "DASK_LOGGING__DISTRIBUTED": level.lower(),
             # Dask workers write to the terminal directly, past the bars: errors only (flows.runners).
             "VOXCLUST_WORKER_LOG_LEVEL": "ERROR",
