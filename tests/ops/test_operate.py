@@ -244,6 +244,15 @@ def test_stack_runs_a_dropped_batch_once_through_the_deployments(site: Site, tmp
         for value in secret_values:
             assert value not in text, f"a secret appears in {where}"
 
+    # -- an ad hoc run reporting to this lasting server: the CLI links to its page in the UI
+    adhoc = site.cli("voxelize", f"{inbox}/b1", "--store", str(tmp_path / "adhoc"), "--workers", "1")
+    assert adhoc.returncode == 0, adhoc.stderr[-3000:]
+    (line,) = [ln for ln in adhoc.stdout.splitlines() if ln.startswith("Prefect UI: ")]
+    run_id = line.rsplit("/", 1)[1]
+    assert line.startswith(f"Prefect UI: {site.api.removesuffix('/api')}/runs/flow-run/"), line
+    assert site.get(f"/flow_runs/{run_id}")["state_type"] == "COMPLETED"
+    assert "View at" not in adhoc.stderr and "| INFO" not in adhoc.stderr  # quiet: records only with --verbose
+
     # -- the UI in headless Chromium (skipped without one, unless VOXCLUST_REQUIRE_BROWSER): the run's page, then
     # its comparison table
     _browser_check(site, pipeline, tmp_path)
