@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from voxclust.common import AsJson, err, out, prefect_defaults, user_errors
@@ -31,20 +32,23 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
         out.print_json(json.dumps(status))
         return
     if not status["components"]:
-        out.print(f"no stack running from {status['dir']}")
+        out.print(f"no stack running from {escape(str(status['dir']))}", soft_wrap=True, highlight=False)
         return
-    table = Table(title=f"voxclust stack ({status['dir']})")
+    out.print(f"voxclust stack in {escape(str(status['dir']))}", soft_wrap=True, highlight=False)
+    table = Table()
     for col in ("part", "pid", "state", "address / log"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for name, c in status["components"].items():
         state = "running" if c["alive"] else "[red]stopped[/red]"
         if "healthy" in c and not c["healthy"]:
             state = "[yellow]unhealthy[/yellow]"
         if "online" in c:
             state += f" ({len(c['online'])} online)"
-        table.add_row(name, str(c["pid"]), state, c.get("url") or c["log"])
+        table.add_row(name, str(c["pid"]), state, escape(str(c.get("url") or c["log"])))
     out.print(table)
-    out.print(f"UI: [bold]{status['ui_url']}[/bold]   client settings: [bold]source {status['env_file']}[/bold]")
+    out.print(f"UI: [bold]{escape(status['ui_url'])}[/bold]", soft_wrap=True, highlight=False)
+    env_file = escape(str(status["env_file"]))
+    out.print(f"client settings: [bold]source {env_file}[/bold]", soft_wrap=True, highlight=False)
 
 
 @stack_app.command("up")
@@ -207,7 +211,7 @@ def notify(
         if as_json:
             out.print_json(json.dumps(result))
         else:
-            out.print(f"sent {BATCH_ARRIVED} for batch {batch.name} ({batch.n_items} files)")
+            out.print(f"sent {BATCH_ARRIVED} for batch {escape(batch.name)} ({batch.n_items} files)", highlight=False)
 
 
 def watch(
@@ -234,8 +238,8 @@ def watch(
             out.print_json(json.dumps(result))
             return
         for run in result["started"]:
-            out.print(f"started {run['flow_run_name']} for batch {run['batch']}")
+            out.print(f"started {escape(run['flow_run_name'])} for batch {escape(run['batch'])}", highlight=False)
         for batch, why in result["skipped"].items():
-            out.print(f"skipped {batch}: {why}")
+            out.print(f"skipped {escape(batch)}: {escape(why)}", highlight=False, soft_wrap=True)
         if not result["started"] and not result["skipped"]:
             out.print("the inbox is empty")

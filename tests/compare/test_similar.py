@@ -76,7 +76,18 @@ def test_cli_similar_table_json_html_and_bad_queries(compared: str, tmp_path: Pa
     page = tmp_path / "s.html"
     res = runner.invoke(app, ["similar", item, "--store", store_url, "--methods", "raw", "--html", str(page)], env=ENV)
     assert res.exit_code == 0, res.output
-    assert "raw: stored scans nearest to" in res.stdout and "data:image/png;base64," in page.read_text()
+    assert "stored scans nearest to" in res.stdout and "data:image/png;base64," in page.read_text()
+    # at 80 columns every id and source is there whole (wrapped inside its cell, never cut), the distance named
+    narrow = runner.invoke(app, ["similar", item, "--store", store_url, "--k", "3"], env={**ENV, "COLUMNS": "80"})
+    assert narrow.exit_code == 0, narrow.output
+    lines = narrow.stdout.splitlines()
+    assert max(len(ln) for ln in lines) <= 80 and "…" not in narrow.stdout
+    assert "Euclidean" in narrow.stdout
+    rows = [[c.strip() for c in ln.split("│")[1:-1]] for ln in lines if ln.startswith("│")]
+    columns = ["".join(col) for col in zip(*rows, strict=True)]  # each column's wrapped cells joined again
+    for m in similar(store_url, stored_query(store, item), k=3):
+        for n in m.neighbours:
+            assert n.item_id in columns[1] and n.source in columns[4], (n, columns)
 
     for args, message in [
         (["no-such-item"], "no stored item with id 'no-such-item'"),
