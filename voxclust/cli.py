@@ -59,6 +59,7 @@ app = typer.Typer(
 
 DATA_DIR = Path(os.environ.get("VOXCLUST_HOME", "voxclust-data"))
 
+NewStore = Annotated[str | None, typer.Option("--store", metavar="URL", help="the voxel store (created if missing)")]
 BatchName = Annotated[str | None, typer.Option(help="name of the batch in the store (default: last URL part)")]
 Resolution = Annotated[
     int | None,
@@ -200,7 +201,9 @@ def demo_batch(
 @app.command(short_help="Voxelize a scan batch into a voxel store.")
 def voxelize(
     batch_url: Annotated[str, typer.Argument(help="the scan batch: a folder, file:// or s3:// prefix")],
-    store_url: Annotated[str | None, typer.Option("--store", help="the voxel store (created if missing)")] = None,
+    store_url: Annotated[
+        str | None, typer.Option("--store", metavar="URL", help="the voxel store (created if missing)")
+    ] = None,
     old_out: OldOut = None,
     resolution: Resolution = None,
     mode: Mode = None,
@@ -244,7 +247,9 @@ def voxelize(
 @app.command("import", short_help="Import voxel grids from an .npz file into a voxel store.")
 def import_grids(
     file: Annotated[Path, typer.Argument(help=".npz with X_train/y_train/X_test/y_test (or X/y/split)")],
-    store_url: Annotated[str | None, typer.Option("--store", help="the voxel store (created if missing)")] = None,
+    store_url: Annotated[
+        str | None, typer.Option("--store", metavar="URL", help="the voxel store (created if missing)")
+    ] = None,
     old_out: OldOut = None,
     classes: Annotated[str | None, typer.Option(help="comma-separated class names for label numbers")] = None,
     batch_name: BatchName = None,
@@ -372,7 +377,10 @@ def _parse_options(pairs: list[str], epochs: int | None) -> dict[str, Any]:
 
 
 SetOption = Annotated[
-    list[str] | None, typer.Option("--set", help="method option key=value (JSON value; a.b=v for nested), repeatable")
+    list[str] | None,
+    typer.Option(
+        "--set", metavar="KEY=VALUE", help="method option key=value (JSON value; a.b=v for nested), repeatable"
+    ),
 ]
 Split = Annotated[
     SplitChoice, typer.Option(help="store region: auto (the train split if any, else all), all, train, test")
@@ -388,7 +396,9 @@ def train(
     epochs: Annotated[int | None, typer.Option(min=0, help="training epochs (default: the method's)")] = None,
     options: SetOption = None,
     split: Split = "auto",
-    run_url: Annotated[str | None, typer.Option("--run", help="where the run goes (default: <store>/runs/...)")] = None,
+    run_url: Annotated[
+        str | None, typer.Option("--run", metavar="URL", help="where the run goes (default: <store>/runs/...)")
+    ] = None,
     device: Device = "auto",
     as_json: AsJson = False,
 ) -> None:
@@ -528,7 +538,10 @@ def compare(
     methods: Methods = None,
     preset: Preset = None,
     options: Annotated[
-        list[str] | None, typer.Option("--set", help="row.option=value (JSON value), e.g. voxnet.epochs=5; repeatable")
+        list[str] | None,
+        typer.Option(
+            "--set", metavar="ROW.KEY=VALUE", help="row.option=value (JSON value), e.g. voxnet.epochs=5; repeatable"
+        ),
     ] = None,
     k: K = None,
     seeds: Seeds = None,

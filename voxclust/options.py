@@ -16,7 +16,7 @@ from voxclust.common import err
 # -- the store ------------------------------------------------------------------------------------------------
 
 STORE_HELP = "the voxel store: a folder, file:// or s3:// URL (default: setting store_url, env VOXCLUST_STORE_URL)"
-StoreOpt = Annotated[str | None, typer.Option("--store", help=STORE_HELP, show_default=False)]
+StoreOpt = Annotated[str | None, typer.Option("--store", metavar="URL", help=STORE_HELP, show_default=False)]
 # Spellings of earlier releases, kept hidden for one release (see resolve_store).
 OldData = Annotated[str | None, typer.Option("--data", hidden=True)]
 OldOut = Annotated[str | None, typer.Option("--out", hidden=True)]
@@ -103,7 +103,7 @@ Method = Annotated[
 Preset = Annotated[
     str | None,
     typer.Option(
-        metavar="<default|quality|demo|FILE.json>",
+        metavar="<NAME|FILE.json>",
         shell_complete=_complete_preset,
         help="method set: default (every method), quality, demo, or a preset .json file",
     ),
