@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import os
 import shutil
 import signal
@@ -57,6 +58,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` consecutive ports that are free now on 127.0.0.1 (the local stack's S3 server takes the nine above
+    its own: ports drawn one by one could fall among them)."""
+    for _ in range(200):
+        first = free_port()
+        if first + n > 65536:
+            continue
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(first, first + n):
+                    s = held.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return list(range(first, first + n))
+    raise RuntimeError(f"no {n} consecutive free ports on 127.0.0.1")
 
 
 def wait_port(port: int, timeout_s: float = 30.0) -> None:

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STACK = Path(os.environ.get("VOXCLUST_HOME", "voxclust-data")) / "stack"
 
 stack_app = typer.Typer(
-    help="Start, stop and inspect the local stack on 127.0.0.1: Prefect server + UI, S3 (moto), Dask, workers.",
+    help="Start, stop and inspect the local stack on 127.0.0.1: Prefect server + UI, S3 (SeaweedFS), Dask, workers.",
     no_args_is_help=True,
 )
 StackDir = Annotated[
@@ -55,7 +55,7 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
 def stack_up(
     directory: StackDir = DEFAULT_STACK,
     prefect_port: Annotated[int, typer.Option(help="Prefect server and UI port")] = 4200,
-    s3_port: Annotated[int, typer.Option(help="local S3 server port")] = 9000,
+    s3_port: Annotated[int, typer.Option(help="local S3 server port (SeaweedFS uses the 9 above it too)")] = 9000,
     dask_port: Annotated[int, typer.Option(help="Dask scheduler port")] = 8786,
     dask_workers: Annotated[int, typer.Option(min=1, help="Dask worker processes (one thread each)")] = 2,
     bucket: Annotated[str, typer.Option(help="bucket for the inbox and the stores")] = "voxclust",

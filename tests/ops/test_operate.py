@@ -1,4 +1,4 @@
-"""Operations end to end: `voxclust stack up` (Prefect server with basic auth and UI, moto's S3 server, a Dask
+"""Operations end to end: `voxclust stack up` (Prefect server with basic auth and UI, SeaweedFS's S3 server, a Dask
 scheduler and worker, a Prefect worker per pool), `voxclust deploy` of deployments/prefect.yaml, a demo batch
 dropped into the inbox, the watch-inbox deployment (started by the `voxclust notify` event and by its own
 every-minute schedule) starting the pipeline through the workers with training handed to the gpu pool, the
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import free_port, headless_chromium
+from tests.support import free_ports, headless_chromium
 from voxclust.stack import Stack, api_get, api_post, postgres_home, postgres_missing
 
 VOXCLUST = str(Path(sys.executable).with_name("voxclust"))
@@ -90,7 +90,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "VOXCLUST_STACK_AUTH": "voxclust-admin:" + secrets.token_urlsafe(16),  # never on a command line
     }
     env.pop("PREFECT_API_URL", None)
-    postgres = [] if postgres_missing() else ["--postgres", "--postgres-port", str(free_port())]
+    s3_port, *_s3_internal, prefect_port, dask_port, postgres_port = free_ports(13)  # S3 takes the 9 above it
+    postgres = [] if postgres_missing() else ["--postgres", "--postgres-port", str(postgres_port)]
     up = subprocess.run(
         [
             VOXCLUST,
@@ -99,11 +100,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             "--dir",
             str(directory),
             "--prefect-port",
-            str(free_port()),
+            str(prefect_port),
             "--s3-port",
-            str(free_port()),
+            str(s3_port),
             "--dask-port",
-            str(free_port()),
+            str(dask_port),
             "--dask-workers",
             "1",
             "--scheduler-loop",
