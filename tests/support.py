@@ -7,6 +7,7 @@ import asyncio
 import atexit
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -63,10 +64,14 @@ def free_port() -> int:
 def free_ports(n: int) -> list[int]:
     """``n`` consecutive ports that are free now on 127.0.0.1 (the local stack's S3 server takes the nine above
     its own: ports drawn one by one could fall among them)."""
+    # Below the kernel's ephemeral range: a client connection made meanwhile cannot take one of them.
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
     for _ in range(200):
-        first = free_port()
-        if first + n > 65536:
-            continue
+        first = rng.randrange(10000, max(10001, low - n))
         with contextlib.ExitStack() as held:
             try:
                 for port in range(first, first + n):

@@ -279,6 +279,19 @@ def test_the_comparison_table_fits_80_columns_without_eliding(monkeypatch: pytes
     assert "its clusters vs capture (mesh / cloud / grid): NMI 0.01" in text
 
 
+def test_the_report_path_is_printed_whole_on_one_line_and_escaped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    from voxclust import cli
+
+    console = Console(width=80, record=True)
+    monkeypatch.setattr(cli, "out", console)
+    where = "/srv/museum [jomon]/stores/pottery-2026/reports/compare-20261207-231257/report.html"
+    cli._print_report({"rows": [], "html_url": "file://" + where.replace(" ", "%20")}, False)
+    lines = console.export_text().splitlines()
+    assert f"report: {where}" in lines, lines  # one line: soft wrap, the terminal wraps it, a copy gets it whole
+
+
 # -- one vocabulary ---------------------------------------------------------------------------------------
 
 
