@@ -809,7 +809,6 @@ def similar(
         out.print(
             f"stored scans nearest to {escape(q.label)}, by each method (distance: Euclidean, in the method's "
             "embedding; smaller is more alike)",
-            soft_wrap=True,
             highlight=False,
         )
         for m in found:

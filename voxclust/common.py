@@ -35,6 +35,9 @@ def console_log_level() -> str:
     return "INFO" if _verbose else "WARNING"
 
 
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
 class ConsoleLogHandler(logging.Handler):
     """Prints log records through the rich console the progress bars use, so a record is written above the
     live display instead of on a bar's line. Messages are printed as text (no markup, no highlighting).
@@ -56,6 +59,10 @@ class ConsoleLogHandler(logging.Handler):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not _lasting_api and str(record.msg).startswith("View at "):
+            return False
+        if not _verbose and record.levelno >= logging.ERROR and record.name.startswith(_RUN_LOGGERS):
+            # A failed flow or task run: its exception reaches the command, which reports it (one line for a
+            # user's mistake, the traceback for a bug); Prefect's records of it would say it again.
             return False
         return bool(super().filter(record))
 

@@ -62,12 +62,14 @@ def test_cli_train_and_embed(prefect_api: str, runner: CliRunner, tiny_store: st
     np.testing.assert_allclose(x, Session(run).method.embed(test.grids), rtol=1e-6, atol=1e-6)
 
 
-def test_help_lists_methods_and_options(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["train", "--help"])
-    assert result.exit_code == 0
+def test_methods_lists_methods_and_options_and_train_help_points_there(runner: CliRunner) -> None:
+    listing = runner.invoke(app, ["methods"], env={"COLUMNS": "200"})
+    assert listing.exit_code == 0
     for text in ("raw", "voxnet", "vrn", "autoencoder", "deepcluster", "triplet", "softtriple", "views_per_shape"):
-        assert text in result.stdout
-    assert "over-clustering" in runner.invoke(app, ["methods"]).stdout
+        assert text in listing.stdout
+    assert "over-clustering" in listing.stdout
+    result = runner.invoke(app, ["train", "--help"])
+    assert result.exit_code == 0 and "voxclust methods" in result.stdout and "views_per_shape" not in result.stdout
 
 
 @pytest.mark.parametrize(

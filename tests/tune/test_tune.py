@@ -100,7 +100,6 @@ def test_bad_input_fails_before_any_trial(tmp_path: Path, unlabelled_store: str)
         (["-m", "voxnet", "--store", store, "--space", str(space)], "'dropout' is not an option"),
         (["-m", "voxnet", "--store", unlabelled_store], "needs a label on every training item"),
         (["-m", "autoencoder", "--store", unlabelled_store, "--objective", "val_accuracy"], "needs a classifier"),
-        (["-m", "voxnet", "--store", store, "--objective", "nmi"], "unknown objective"),
         (
             ["-m", "voxnet", "--store", store, "--storage", "postgresql+psycopg://nobody:secret@127.0.0.1:1/none"],
             "cannot reach the study database postgresql+psycopg://nobody:***@127.0.0.1:1/none",
@@ -112,6 +111,8 @@ def test_bad_input_fails_before_any_trial(tmp_path: Path, unlabelled_store: str)
         result = runner.invoke(app, ["tune", *args])
         message = assert_user_error(result, fragment)
         assert "secret" not in message
+    unknown = runner.invoke(app, ["tune", "-m", "voxnet", "--store", store, "--objective", "nmi"])
+    assert unknown.exit_code == 2 and "'val_accuracy', 'silhouette'" in " ".join(unknown.stderr.split())
     assert not (Path(store) / "tune").exists() or not any((Path(store) / "tune").rglob("checkpoint.pt"))
 
 
