@@ -14,8 +14,14 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; 
   command -v "$PY" >/dev/null || { echo "voxclust needs $PY on PATH (set PYTHON=... to choose another 3.11)" >&2; exit 1; }
   echo "setting up $VENV (one time, a few minutes)..." >&2
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev]"
+  # pip's own chatter goes to a log, shown only when the install fails
+  log=$VENV/install.log
+  if ! { "$VENV/bin/python" -m pip install -q --upgrade pip && \
+         "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev]"; } > "$log" 2>&1; then
+    cat "$log" >&2
+    echo "setting up $VENV failed (the log above is in $log)" >&2
+    exit 1
+  fi
   echo "$want" > "$STAMP"
 fi
 
