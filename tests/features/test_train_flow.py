@@ -108,3 +108,10 @@ def test_train_user_errors_before_training(
 def test_region_split_choices(tiny_store: str) -> None:
     with pytest.raises(ValueError, match="split"):
         Region.model_validate({"split": "validation"})
+
+
+def test_epoch_records_in_the_logs_are_rounded() -> None:
+    from flows.features import _rounded
+
+    entry = {"epoch": 3, "loss": 0.1723654568195343, "nmi_labels": 0.6074657829575223, "threads": 1, "note": "x"}
+    assert _rounded(entry) == "loss 0.1724, nmi_labels 0.6075, threads 1"
