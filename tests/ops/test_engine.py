@@ -17,9 +17,11 @@ def _probe() -> set[int]:
 
 def test_flow_runs_end_without_joining_their_heartbeat_thread(prefect_api: str) -> None:
     assert heartbeats_unjoined()  # on the pinned Prefect; a version without the switch would show here
-    before = {t.ident for t in threading.enumerate()}
+    # Thread objects, not idents: an earlier test's heartbeat thread (unjoined, so still alive now) may end
+    # during the probe and its ident be given to the new one.
+    before = set(threading.enumerate())
     during = _probe()
-    heartbeat = [t for t in threading.enumerate() if t.ident in during - before and t.name.endswith("(run)")]
+    heartbeat = [t for t in threading.enumerate() if t.ident in during and t not in before and t.name.endswith("(run)")]
     assert len(heartbeat) == 1, [t.name for t in threading.enumerate()]
     deadline = time.monotonic() + 5
     while any(t.is_alive() for t in heartbeat) and time.monotonic() < deadline:
