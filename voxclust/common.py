@@ -173,6 +173,18 @@ def user_errors() -> Iterator[None]:
 
 
 @contextmanager
+def flow_session(progress: bool = True) -> Iterator[None]:
+    """What a command that runs flows sets up once: Prefect's defaults and the terminal's logging, one
+    temporary Prefect API for every flow it runs (none when ``PREFECT_API_URL`` names a server), and the
+    progress bars (``progress``: off for --json)."""
+    prefect_defaults()
+    from flows.runners import prefect_api
+
+    with prefect_api(), progress_bars(progress):
+        yield
+
+
+@contextmanager
 def progress_bars(enabled: bool = True) -> Iterator[None]:
     """Draw a bar on stderr for each stage the flows in this process report (``lib.progress``)."""
     if not enabled:

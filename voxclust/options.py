@@ -3,6 +3,7 @@ choices with completion, and the registered methods as text or JSON."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from typing import Annotated, Any, Literal
@@ -108,6 +109,42 @@ Preset = Annotated[
         help="method set: default (every method), quality, demo, or a preset .json file",
     ),
 ]
+
+# -- shared options ---------------------------------------------------------------------------------------------
+
+DaskAddress = Annotated[
+    str | None, typer.Option(help="existing Dask scheduler, e.g. tcp://host:8786 (env VOXCLUST_DASK_ADDRESS)")
+]
+
+Workers = Annotated[int | None, typer.Option(help="LocalCluster worker processes (default: one per core)")]
+
+
+def parse_options(pairs: list[str], epochs: int | None) -> dict[str, Any]:
+    """``key=value`` pairs (value as JSON when it parses, else a string; ``a.b=v`` for nested options)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r}: expected key=value", param_hint="--set")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = options
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    if epochs is not None:
+        options["epochs"] = epochs
+    return options
+
+
+def names(text: str | None) -> list[str] | None:
+    """A comma-separated list (``raw, vrn``) as names; None when empty or not given."""
+    found = [t.strip() for t in (text or "").split(",") if t.strip()]
+    return found or None
+
 
 # -- the registered methods -----------------------------------------------------------------------------------
 

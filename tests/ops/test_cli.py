@@ -252,10 +252,10 @@ def test_voxelize_into_a_file_is_refused(runner: CliRunner, tmp_path: Path) -> N
 def test_the_comparison_table_fits_80_columns_without_eliding(monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 
-    from voxclust import cli
+    from voxclust import output
 
     console = Console(width=80, record=True)
-    monkeypatch.setattr(cli, "out", console)
+    monkeypatch.setattr(output, "out", console)
     rows = [
         {
             "name": "softtriple_supervised",
@@ -271,7 +271,7 @@ def test_the_comparison_table_fits_80_columns_without_eliding(monkeypatch: pytes
     ]
     rows[0]["capture_nmi"] = 0.0123
     result = {"rows": rows, "best_method": "softtriple_supervised", "html_url": "file:///r.html"}
-    cli._print_report({**result, "scored_split": "all", "n_items": 140}, False)
+    output.print_report({**result, "scored_split": "all", "n_items": 140}, False)
     text = console.export_text()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
     assert "0.95" in text and "softtriple_supervised" in text and "20 min 34 s" in text
@@ -282,12 +282,12 @@ def test_the_comparison_table_fits_80_columns_without_eliding(monkeypatch: pytes
 def test_the_report_path_is_printed_whole_on_one_line_and_escaped(monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 
-    from voxclust import cli
+    from voxclust import output
 
     console = Console(width=80, record=True)
-    monkeypatch.setattr(cli, "out", console)
+    monkeypatch.setattr(output, "out", console)
     where = "/srv/museum [jomon]/stores/pottery-2026/reports/compare-20261207-231257/report.html"
-    cli._print_report({"rows": [], "html_url": "file://" + where.replace(" ", "%20")}, False)
+    output.print_report({"rows": [], "html_url": "file://" + where.replace(" ", "%20")}, False)
     lines = console.export_text().splitlines()
     assert f"report: {where}" in lines, lines  # one line: soft wrap, the terminal wraps it, a copy gets it whole
 
