@@ -98,7 +98,7 @@ def s3_store(s3_bucket: str, tmp_path: Path) -> str:
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL server started for the tests (Debian's package); skipped, with why, where there is none."""
     from tests.support import Postgres
-    from voxclust.stack import postgres_missing
+    from voxclust.stack_parts import postgres_missing
 
     why = postgres_missing()
     if why:

@@ -144,10 +144,10 @@ class S3Server:
 
 class Postgres:
     """A throwaway PostgreSQL server on a free loopback port in ``root``, started as the local stack starts one
-    (:func:`voxclust.stack.postgres_cluster`: Debian's package, run as ``postgres`` when the tests are root)."""
+    (:func:`voxclust.stack_parts.postgres_cluster`: Debian's package, run as ``postgres`` when the tests are root)."""
 
     def __init__(self, root: Path) -> None:
-        from voxclust.stack import postgres_cluster
+        from voxclust.stack_parts import postgres_cluster
 
         self.port = free_port()
         argv, self.url = postgres_cluster(root, self.port)

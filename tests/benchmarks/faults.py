@@ -281,7 +281,7 @@ def main() -> None:
                 )
 
             # -- secrets: nothing the API holds or the stores hold carries the S3 secret key
-            from voxclust.stack import api_post
+            from voxclust.stack_parts import api_post
 
             leaked = 0
             for path, body in (("/logs/filter", {"limit": 200}), ("/flow_runs/filter", {}), ("/artifacts/filter", {})):

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from tests.support import free_ports, headless_chromium
-from voxclust.stack import Stack, api_get, api_post, postgres_home, postgres_missing
+from voxclust.stack import Stack
+from voxclust.stack_parts import api_get, api_post, postgres_home, postgres_missing
 
 VOXCLUST = str(Path(sys.executable).with_name("voxclust"))
 
