@@ -97,6 +97,12 @@ class FeatureMethod(ABC):
     assigns: ClassVar[bool] = False
     #: has a ``prepare_epoch`` step that must run before each ``train_epoch`` (DeepCluster's re-clustering)
     has_prepare: ClassVar[bool] = False
+    #: what ``voxclust tune`` searches when given no space: option -> ``{low, high[, log]}`` or ``{choices}``
+    #: (:mod:`lib.tune.space`); empty: no default space (``--space`` is needed)
+    search_space: ClassVar[dict[str, Any]] = {}
+    #: the objective ``voxclust tune`` maximises by default: ``silhouette`` (label-free), or ``val_accuracy``
+    #: for a classifier (it reports the accuracy on its validation split every epoch)
+    tune_objective: ClassVar[str] = "silhouette"
 
     def __init__(self, config: MethodConfig, info: DataInfo, device: str = "cpu") -> None:
         self.config = config

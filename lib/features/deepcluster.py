@@ -36,7 +36,7 @@ from lib.evaluation.metrics import nmi
 from lib.evaluation.pca import fit_pca, l2_normalize
 from lib.features.base import MethodConfig, MethodError, VoxelData
 from lib.features.nets import ConvEncoder
-from lib.features.torchbase import EpochSums, TorchConfig, TorchMethod, batches, cosine_lr, set_lr
+from lib.features.torchbase import TORCH_SEARCH_SPACE, EpochSums, TorchConfig, TorchMethod, batches, cosine_lr, set_lr
 
 
 class DeepClusterConfig(TorchConfig):
@@ -56,6 +56,7 @@ class DeepClusterConfig(TorchConfig):
 class DeepCluster(TorchMethod):
     name: ClassVar[str] = "deepcluster"
     config_cls = DeepClusterConfig
+    search_space: ClassVar[dict[str, Any]] = {**TORCH_SEARCH_SPACE, "k": {"choices": [20, 50, 100]}}
     has_prepare = True
     config: DeepClusterConfig
 

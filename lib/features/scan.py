@@ -193,6 +193,7 @@ def cluster_count(config: ScanConfig, n_classes: int) -> int:
 class ScanMethod(SimCLR):
     name: ClassVar[str] = "scan"
     config_cls = ScanConfig
+    search_space: ClassVar[dict[str, Any]] = {}  # three phases: no default space yet (give --space)
     config: ScanConfig
     has_prepare = True
     assigns = True

@@ -50,6 +50,10 @@ class SimCLRConfig(MetricConfig):
 class SimCLR(MetricMethod):
     name: ClassVar[str] = "simclr"
     config_cls = SimCLRConfig
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": {"low": 1e-4, "high": 3e-3, "log": True},
+        "temperature": {"low": 0.05, "high": 0.5, "log": True},
+    }
     config: SimCLRConfig
 
     def make_optimizers(self) -> None:

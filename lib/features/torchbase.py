@@ -6,7 +6,7 @@ import math
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -91,10 +91,20 @@ class TorchConfig(MethodConfig):
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="train-time augmentation")
 
 
+# The options that matter most for every torch method, over ranges around the defaults (Kabuku's VoxNet / VRN
+# searches: lr, batch size, dropout; ours has no dropout option).
+TORCH_SEARCH_SPACE: dict[str, Any] = {
+    "lr": {"low": 1e-4, "high": 3e-3, "log": True},
+    "batch_size": {"choices": [16, 32, 64]},
+    "weight_decay": {"low": 1e-6, "high": 1e-3, "log": True},
+}
+
+
 class TorchMethod(FeatureMethod):
     """A method whose state is torch modules and optimizers (saved and restored by name)."""
 
     config: TorchConfig
+    search_space: ClassVar[dict[str, Any]] = TORCH_SEARCH_SPACE
 
     def __init__(self, config: MethodConfig, info: DataInfo, device: str = "cpu") -> None:
         super().__init__(config, info, device)
@@ -201,6 +211,7 @@ class ClassifierMethod(TorchMethod):
     accuracy in ``evaluate``; the embedding is the penultimate layer."""
 
     supervised = True
+    tune_objective = "val_accuracy"
     config: ClassifierConfig
 
     def make_optimizers(self) -> None:

@@ -18,13 +18,13 @@ turns against 0.861 with 12 steps, and 0.895 without any rotation (ModelNet is a
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 
 from lib.features.augment import AugmentConfig
 from lib.features.nets import VoxNet as VoxNetNet
-from lib.features.torchbase import ClassifierConfig, ClassifierMethod
+from lib.features.torchbase import TORCH_SEARCH_SPACE, ClassifierConfig, ClassifierMethod
 
 
 class VoxNetConfig(ClassifierConfig):
@@ -40,6 +40,7 @@ class VoxNetConfig(ClassifierConfig):
 class VoxNet(ClassifierMethod):
     name: ClassVar[str] = "voxnet"
     config_cls = VoxNetConfig
+    search_space: ClassVar[dict[str, Any]] = {**TORCH_SEARCH_SPACE, "fc": {"choices": [64, 128, 256]}}
     config: VoxNetConfig
 
     def build(self) -> None:

@@ -32,9 +32,8 @@ def default_objective(method: str) -> Objective:
 
 def _is_classifier(method: str) -> bool:
     from lib.features.registry import get_method
-    from lib.features.torchbase import ClassifierMethod
 
-    return issubclass(get_method(method), ClassifierMethod)
+    return get_method(method).tune_objective == "val_accuracy"
 
 
 def check_objective(objective: str, method: str, options: dict[str, Any], labelled: bool) -> None:

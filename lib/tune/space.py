@@ -88,24 +88,6 @@ class SearchSpace(BaseModel):
         return out
 
 
-# Spaces used when no --space is given: the options that matter most for each kind of method, over ranges
-# around the defaults (Kabuku's VoxNet / VRN searches: lr, batch size, dropout; ours has no dropout option).
-_TORCH_SPACE: dict[str, Any] = {
-    "lr": {"low": 1e-4, "high": 3e-3, "log": True},
-    "batch_size": {"choices": [16, 32, 64]},
-    "weight_decay": {"low": 1e-6, "high": 1e-3, "log": True},
-}
-DEFAULT_SPACES: dict[str, dict[str, Any]] = {
-    "voxnet": {**_TORCH_SPACE, "fc": {"choices": [64, 128, 256]}},
-    "vrn": dict(_TORCH_SPACE),
-    "autoencoder": dict(_TORCH_SPACE),
-    "deepcluster": {**_TORCH_SPACE, "k": {"choices": [20, 50, 100]}},
-    "triplet": dict(_TORCH_SPACE),
-    "softtriple": dict(_TORCH_SPACE),
-    "simclr": {"lr": {"low": 1e-4, "high": 3e-3, "log": True}, "temperature": {"low": 0.05, "high": 0.5, "log": True}},
-}
-
-
 def _field(config_cls: type[BaseModel], name: str) -> tuple[Any, Any]:
     """(annotation, FieldInfo) of the option ``a.b`` of a config class; TuneError naming the choices."""
     cls: Any = config_cls
@@ -211,10 +193,10 @@ def load_space(
     cls = get_method(method)
     if not cls.trainable:
         raise TuneError(f"{method} does not train: it has nothing to tune")
-    if source is None:
-        if method not in DEFAULT_SPACES:
+    if source is None:  # the method's own (FeatureMethod.search_space)
+        if not cls.search_space:
             raise TuneError(f"{method} has no default search space: give one with --space FILE")
-        raw: Any = DEFAULT_SPACES[method]
+        raw: Any = cls.search_space
     elif isinstance(source, dict):
         raw = source
     else:
@@ -263,4 +245,4 @@ def describe(space: SearchSpace) -> dict[str, str]:
     return out
 
 
-__all__ = ["DEFAULT_SPACES", "Param", "SearchSpace", "TuneError", "describe", "load_space", "suggest"]
+__all__ = ["Param", "SearchSpace", "TuneError", "describe", "load_space", "suggest"]
