@@ -2,7 +2,7 @@
 
 Runs on a cron schedule (deployments/prefect.yaml) and on the ``voxclust.scan-batch.arrived`` event
 (``voxclust notify``), which names one batch. Never starts a batch twice, even when watchers overlap: see
-``lib.scans.inbox`` (manifest check, then a put-if-absent claim in the store, then a flow run created with an
+``lib.voxels.inbox`` (manifest check, then a put-if-absent claim in the store, then a flow run created with an
 idempotency key).
 """
 
@@ -17,8 +17,8 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
-from lib.scans import inbox
 from lib.settings import settings
+from lib.voxels import inbox
 
 BATCH_ARRIVED = "voxclust.scan-batch.arrived"
 

@@ -191,7 +191,7 @@ def notify(
     """Emit the voxclust.scan-batch.arrived event: the watch-inbox deployment's trigger starts its pipeline."""
     with user_errors():
         _prefect_server(stack, "notify")
-        from lib.scans.inbox import InboxError, describe_batch
+        from lib.voxels.inbox import InboxError, describe_batch
 
         batch = describe_batch(batch_url, name)
         if not batch.n_items:
@@ -228,7 +228,7 @@ def watch(
         from prefect.exceptions import ObjectNotFound
 
         from flows.watch import watch_inbox
-        from lib.scans.inbox import InboxError
+        from lib.voxels.inbox import InboxError
 
         try:
             result = watch_inbox(inbox_url, store_url, batch_url, settle_seconds=settle_seconds)

@@ -35,6 +35,11 @@ def neighbour_agreement(x: npt.ArrayLike, labels: npt.ArrayLike, k: int = 20) ->
     f = _as_features(x, min_rows=1)
     y = _class_labels(labels, len(f), "labels")
     known = y >= 0
-    nb = nearest_neighbours(f[known], k)
-    yk = y[known]
-    return float((yk[nb] == yk[:, None]).mean())
+    return label_agreement(nearest_neighbours(f[known], k), y[known])
+
+
+def label_agreement(neighbours: npt.NDArray[np.int64], labels: npt.ArrayLike) -> float:
+    """Mean share of each row's neighbours (``neighbours[i]``: row indices, as :func:`nearest_neighbours`
+    gives them) with its label: :func:`neighbour_agreement` for neighbours already found."""
+    y = np.asarray(labels)
+    return float((y[neighbours] == y[:, None]).mean())

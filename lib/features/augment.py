@@ -101,11 +101,6 @@ def augment(grid: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig | Non
     return np.ascontiguousarray(out, dtype=bool)
 
 
-def views(grid: np.ndarray, n: int, rng: np.random.Generator, cfg: AugmentConfig | None = None) -> np.ndarray:
-    """``n`` independent views of one grid, stacked (n, R, R, R): the K views of a P x K batch."""
-    return np.stack([augment(grid, rng, cfg) for _ in range(n)])
-
-
 def augment_batch(grids: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig | None = None) -> np.ndarray:
     """One random view of each grid of a (B, R, R, R) batch."""
     if len(grids) == 0:

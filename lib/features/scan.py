@@ -53,7 +53,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lib.evaluation.inputs import ClusterError
-from lib.evaluation.neighbours import nearest_neighbours
+from lib.evaluation.neighbours import label_agreement, nearest_neighbours
 from lib.features.base import MethodConfig, MethodError, VoxelData
 from lib.features.simclr import SimCLR, SimCLRConfig
 from lib.features.torchbase import EpochSums, batches, cosine_lr, set_lr
@@ -284,8 +284,7 @@ class ScanMethod(SimCLR):
         logged: dict[str, Any] = {"neighbours": self.config.neighbours}
         known = data.labels >= 0
         if known.all() and len(data):  # a diagnostic only: never used for training
-            nb = self.neighbours.numpy()
-            logged["knn_agree"] = float((data.labels[nb] == data.labels[:, None]).mean())
+            logged["knn_agree"] = label_agreement(self.neighbours.numpy(), data.labels)
         return logged
 
     def train_epoch(self, data: VoxelData, epoch: int, rng: np.random.Generator) -> dict[str, Any]:

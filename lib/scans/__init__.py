@@ -1,1 +1,1 @@
-"""Scans in: batch listing, readers, voxelizing, the demo batch and the inbox."""
+"""Scans in: batch listing, readers, voxelizing, the demo batch."""

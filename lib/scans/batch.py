@@ -59,6 +59,13 @@ def key_problem(key: str) -> str | None:
     return None
 
 
+def is_item(key: str) -> bool:
+    """Whether the file at ``key`` (relative to the batch root) is an item of the batch: every file is, except
+    hidden ones (any part of the path starting with '.') and ``labels.csv``. The one rule of the batch
+    listing and the inbox."""
+    return key != LABELS_FILE and not any(part.startswith(".") for part in key.split("/"))
+
+
 def _from_tree(key: str) -> tuple[str | None, str | None]:
     parts = key.split("/")
     if len(parts) == 3 and parts[1] in SPLITS:
@@ -100,8 +107,7 @@ def list_batch(storage: Storage) -> list[BatchItem]:
     labels = _read_labels_csv(storage) if LABELS_FILE in keys else {}
     items: list[BatchItem] = []
     for obj in objects:
-        name = posixpath.basename(obj.key)
-        if obj.key == LABELS_FILE or name.startswith(".") or any(p.startswith(".") for p in obj.key.split("/")):
+        if not is_item(obj.key):
             continue
         label, split = labels.get(obj.key) or _from_tree(obj.key)
         items.append(BatchItem(obj.key, obj.size, label, split))

@@ -40,7 +40,7 @@ import trimesh
 from pydantic import BaseModel, ConfigDict, Field
 
 from lib.scans import surface
-from lib.scans.readers import Geometry, MeshData, PointCloudData
+from lib.scans.readers import Geometry, MeshData, PointCloudData, ReadError, ReadLimits, read_geometry
 
 UpAxis = Literal["x", "y", "z", "-x", "-y", "-z"]
 
@@ -219,6 +219,33 @@ def voxelize(geometry: Geometry, cfg: VoxelConfig) -> np.ndarray:
     if isinstance(geometry, PointCloudData):
         return voxelize_points(geometry.points, cfg)
     raise TypeError(f"not a geometry: {type(geometry).__name__}")
+
+
+def voxelize_geometry(source: str, geometry: MeshData | PointCloudData, voxel: VoxelConfig) -> np.ndarray:
+    """Voxelize what a reader gave; ReadError when it cannot be voxelized or gives an empty grid."""
+    try:
+        grid = voxelize(geometry, voxel)
+    except (ValueError, IndexError, MemoryError) as exc:
+        raise ReadError(source, f"cannot voxelize: {exc}") from exc
+    if not grid.any():
+        raise ReadError(source, "voxelized to an empty grid")
+    return grid
+
+
+def voxelize_item(source: str, data: bytes, voxel: VoxelConfig, limits: ReadLimits) -> np.ndarray:
+    """Read and voxelize one file; ReadError for anything wrong with it."""
+    return voxelize_geometry(source, read_geometry(source, data, limits), voxel)
+
+
+def voxelize_scan(source: str, data: bytes, voxel: VoxelConfig, limits: ReadLimits) -> tuple[np.ndarray, str]:
+    """Read and voxelize one file: its grid and its capture (:func:`capture_of`); ReadError for anything wrong."""
+    geometry = read_geometry(source, data, limits)
+    return voxelize_geometry(source, geometry, voxel), capture_of(geometry)
+
+
+def capture_of(geometry: MeshData | PointCloudData) -> str:
+    """How a scan was captured, as the store records it: ``mesh`` or ``cloud`` (imported grids: ``grid``)."""
+    return "cloud" if isinstance(geometry, PointCloudData) else "mesh"
 
 
 def resample(grids: np.ndarray, resolution: int) -> np.ndarray:

@@ -1,1 +1,1 @@
-"""The voxel store: the dataset (zarr grids + manifest), ingest of a batch, import of grids."""
+"""The voxel store: the dataset (zarr grids + manifest), ingest of a batch, import of grids, the inbox."""

@@ -1,5 +1,8 @@
 """The voxelize work, without any orchestration: plan a batch, process chunks, finalise.
 
+What happens to one scan (read, voxelize, its capture) is :mod:`lib.scans.voxelize`'s; this module moves
+whole chunks between a batch and the store.
+
 The Prefect flow (``flows/voxelize.py``) and the bare process-pool benchmark both call these functions, so
 they do the same work and write the same store.
 """
@@ -13,8 +16,9 @@ from functools import lru_cache
 import numpy as np
 
 from lib.scans.batch import batch_name_from_url, key_problem, list_batch
-from lib.scans.readers import MeshData, PointCloudData, ReadError, ReadLimits, read_geometry
-from lib.scans.voxelize import VoxelConfig, voxelize
+from lib.scans.readers import ReadError, ReadLimits
+from lib.scans.voxelize import VoxelConfig, voxelize_scan
+from lib.scans.voxelize import voxelize_item as voxelize_item  # for lib.compare.similar until it imports it from there
 from lib.storage import Storage, StorageError, open_storage
 from lib.voxels.store import FAILED, STORED, BatchPlan, ChunkJob, ItemResult, VoxelStore
 
@@ -47,27 +51,6 @@ def plan_batch(
     return store.plan(batch_name or batch_name_from_url(batch.url), batch.url, items)
 
 
-def voxelize_item(source: str, data: bytes, voxel: VoxelConfig, limits: ReadLimits) -> np.ndarray:
-    """Read and voxelize one file; ReadError for anything wrong with it."""
-    return voxelize_geometry(source, read_geometry(source, data, limits), voxel)
-
-
-def capture_of(geometry: MeshData | PointCloudData) -> str:
-    """How a scan was captured, as the store records it: ``mesh`` or ``cloud`` (imported grids: ``grid``)."""
-    return "cloud" if isinstance(geometry, PointCloudData) else "mesh"
-
-
-def voxelize_geometry(source: str, geometry: MeshData | PointCloudData, voxel: VoxelConfig) -> np.ndarray:
-    """Voxelize what a reader gave; ReadError when it cannot be voxelized or gives an empty grid."""
-    try:
-        grid = voxelize(geometry, voxel)
-    except (ValueError, IndexError, MemoryError) as exc:
-        raise ReadError(source, f"cannot voxelize: {exc}") from exc
-    if not grid.any():
-        raise ReadError(source, "voxelized to an empty grid")
-    return grid
-
-
 def process_chunk(
     job: ChunkJob, batch_url: str, store_url: str, voxel: VoxelConfig, limits: ReadLimits
 ) -> ChunkSummary:
@@ -92,13 +75,12 @@ def process_chunk(
                 raise ReadError(item.key, "file no longer exists in the batch") from exc
             except StorageError as exc:  # a key or link the storage refuses to follow
                 raise ReadError(item.key, f"refused by the batch storage: {exc}") from exc
-            geometry = read_geometry(item.key, data, limits)
-            grid = voxelize_geometry(item.key, geometry, voxel)
+            grid, capture = voxelize_scan(item.key, data, voxel, limits)
         except ReadError as exc:
             results.append(ItemResult(item.row, FAILED, exc.reason))
             continue
         grids[item.row] = grid
-        results.append(ItemResult(item.row, STORED, "", int(grid.sum()), capture_of(geometry)))
+        results.append(ItemResult(item.row, STORED, "", int(grid.sum()), capture))
     VoxelStore(_storage(store_url)).write_chunk(job, grids, results)
     return ChunkSummary(job.chunk, len(grids), len(results) - len(grids), time.perf_counter() - t0)
 

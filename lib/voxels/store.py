@@ -8,6 +8,8 @@ Layout under the store URL::
     manifest/<h>.json    one batch's records (one per row: item id, source, label, split, status, reason)
     _commits/<chunk>.json  results of a written chunk not yet merged into its batch's records
     _locks/              the store lock (metadata updates only)
+    _*                   any other key starting with '_' is not the store's: others' bookkeeping beside it
+                         (the inbox's claims), which may precede the store's creation
 
 A batch's plan and finalize read and write the index and that batch's part only, so their cost follows the
 batch, not the store (format 2). Stores of format 1 (every record in ``manifest.json``) open as they are and
@@ -58,7 +60,7 @@ LOCK = "store"
 COMMIT_IO_THREADS = 10  # concurrent requests when merging commit records (botocore keeps 10 connections)
 
 PENDING, STORED, FAILED = "pending", "stored", "failed"
-CLAIMS = "inbox-claims"  # lib.scans.inbox's claims: may precede the store's creation
+BESIDE_LEGACY = ("inbox-claims/",)  # others' bookkeeping from before it moved under '_': still not the store's
 SPLIT_CODES = {"train": 0, "test": 1}
 
 
@@ -278,7 +280,7 @@ class VoxelStore:
         """A new store only goes where nothing is, or where a store creation died before its manifest."""
         leftovers: set[str] = set()
         for o in self.storage.iter_objects():  # streamed: a foreign prefix may hold millions of objects
-            if not o.key.startswith(("_locks/", f"{CLAIMS}/")):
+            if not o.key.startswith(("_", *BESIDE_LEGACY)):
                 leftovers.add(o.key)
                 if not leftovers <= {"zarr.json", "voxels/zarr.json"}:
                     raise StoreError(f"{self.url}: holds objects but is not a voxclust store; refusing to write")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lib.evaluation.inputs import ClusterError
-from lib.evaluation.neighbours import nearest_neighbours, neighbour_agreement
+from lib.evaluation.neighbours import label_agreement, nearest_neighbours, neighbour_agreement
 
 
 def test_nearest_neighbours_match_a_brute_force_search() -> None:
@@ -36,3 +36,6 @@ def test_neighbour_agreement() -> None:
     unknown = y.copy()
     unknown[:30] = -1  # unlabelled rows take no part
     assert neighbour_agreement(apart, unknown, k=5) == 1.0
+    # of neighbours already found (SCAN logs it for the neighbours it mined): the same number
+    nb = nearest_neighbours(noise, 5)
+    assert label_agreement(nb, y) == neighbour_agreement(noise, y, k=5) == float((y[nb] == y[:, None]).mean())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.scans.batch import LABELS_FILE, BatchError, BatchItem, batch_name_from_url, list_batch
+from lib.scans.batch import LABELS_FILE, BatchError, BatchItem, batch_name_from_url, is_item, list_batch
 from lib.storage import LocalStorage, StorageError, open_storage
 
 
@@ -132,6 +132,13 @@ def test_hidden_files_and_folders_are_skipped(tmp_path: Path) -> None:
         },
     )
     assert list(_items(tmp_path)) == ["chair/train/a.off"]
+
+
+def test_is_item_is_the_listing_rule() -> None:
+    # the batch listing and the inbox's item count share this one rule
+    assert is_item("a.off") and is_item("chair/train/a.off") and is_item("sub/labels.csv")
+    for key in (LABELS_FILE, ".ready", ".DS_Store", "chair/.cache/train/x.off", "chair/train/.a.off.swp"):
+        assert not is_item(key), key
 
 
 def test_empty_batch(tmp_path: Path) -> None:

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from flows.voxelize import run_voxelize
 from lib.scans.batch import key_problem, list_batch
 from lib.scans.readers import ReadError, ReadLimits
-from lib.scans.voxelize import VoxelConfig
+from lib.scans.voxelize import VoxelConfig, voxelize_item
 from lib.storage import StorageError, open_storage
-from lib.voxels.ingest import plan_batch, process_chunk, voxelize_item
+from lib.voxels.ingest import plan_batch, process_chunk
 from lib.voxels.store import FAILED, STORED, VoxelStore
 from tests import malformed as m
 from tests.support import S3Server

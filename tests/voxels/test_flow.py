@@ -13,9 +13,8 @@ from distributed import LocalCluster
 from flows.voxelize import run_voxelize
 from lib.scans.demo import iter_demo_batch, write_demo_batch
 from lib.scans.readers import PointCloudData, ReadLimits, read_geometry
-from lib.scans.voxelize import VoxelConfig
+from lib.scans.voxelize import VoxelConfig, voxelize_item
 from lib.storage import Storage, open_storage
-from lib.voxels.ingest import voxelize_item
 from lib.voxels.store import FAILED, VoxelStore
 
 BAD_FILES = {

@@ -5,13 +5,17 @@ it holds a ``.ready`` marker, or once none of its files changed for ``settle_s``
 in progress is left alone). It is *processed* once the store's manifest holds every one of its items as
 stored or failed.
 
-Starting a batch's pipeline is guarded by a *claim*: an object ``<store>/inbox-claims/<batch>/<fp>/
+Starting a batch's pipeline is guarded by a *claim*: an object ``<store>/_inbox-claims/<batch>/<fp>/
 attempt-N.json`` created with put-if-absent (S3 ``If-None-Match: *``, local ``O_EXCL``), where ``fp`` is a
 fingerprint of the batch's file list. Of any number of watchers that see the batch at the same moment,
 exactly one creates the claim and starts the run; the others see the claim and leave. The same files
 dropped again have the same fingerprint, so they are never run twice; a changed file list is a new
 fingerprint and runs again (the voxelizer then adds only what is new). A run that ended failed, crashed
 or cancelled may be claimed again, up to ``max_attempts``.
+
+Claims live beside the store under an ``_``-prefixed key, which the store leaves to others (so claims may
+precede the store's creation). Claims written before they moved there, under ``inbox-claims/``, are still
+honoured: a batch fingerprint with an attempt there goes on there.
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from lib.errors import VoxclustError
-from lib.scans.batch import LABELS_FILE, batch_name_from_url
+from lib.scans.batch import batch_name_from_url, is_item
 from lib.storage import ObjectInfo, Storage, StorageError, open_storage
-from lib.voxels.store import CLAIMS, FAILED, MANIFEST, PENDING, STORED, VoxelStore
+from lib.voxels.store import FAILED, MANIFEST, PENDING, STORED, VoxelStore
 
 READY_MARKER = ".ready"
+CLAIMS = "_inbox-claims"  # in the store's storage, beside the store ('_': not the store's data)
+LEGACY_CLAIMS = "inbox-claims"  # where claims were written before: still read (see _claim_prefix)
 RETRY_STATES = frozenset({"FAILED", "CRASHED", "CANCELLED"})
 
 
@@ -69,12 +75,8 @@ class Claim:
         return f"voxclust-inbox:{self.batch}:{self.fingerprint}:{self.attempt}"
 
 
-def _hidden(key: str) -> bool:
-    return any(part.startswith(".") for part in key.split("/"))
-
-
 def _describe(name: str, url: str, objects: list[ObjectInfo]) -> InboxBatch:
-    items = [o for o in objects if not _hidden(o.key) and o.key != LABELS_FILE]
+    items = [o for o in objects if is_item(o.key)]
     digest = hashlib.sha256()
     for o in sorted(objects, key=lambda o: o.key):
         if o.key != READY_MARKER:
@@ -143,6 +145,15 @@ def _attempts(storage: Storage, prefix: str) -> list[int]:
     return sorted(out)
 
 
+def _claim_prefix(storage: Storage, batch: InboxBatch) -> str:
+    """Where ``batch``'s claims are: under :data:`CLAIMS`, or under :data:`LEGACY_CLAIMS` when an attempt was
+    claimed there before claims moved (its run, retries and stale claimant are then handled there)."""
+    legacy = f"{LEGACY_CLAIMS}/{batch.name}/{batch.fingerprint}"
+    if _attempts(storage, legacy):
+        return legacy
+    return f"{CLAIMS}/{batch.name}/{batch.fingerprint}"
+
+
 def try_claim(
     store_url: str,
     batch: InboxBatch,
@@ -156,7 +167,7 @@ def try_claim(
     ``run_state(flow_run_id)`` gives the state type of an earlier attempt's run (``"COMPLETED"``,
     ``"FAILED"``, ...; None when unknown). Only a run in a state of :data:`RETRY_STATES` is retried."""
     storage = open_storage(store_url)
-    prefix = f"{CLAIMS}/{batch.name}/{batch.fingerprint}"
+    prefix = _claim_prefix(storage, batch)
     record = {
         "batch": batch.name,
         "batch_url": batch.url,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lib.scans import inbox
 from lib.storage import open_storage
+from lib.voxels import inbox
 from lib.voxels.store import MANIFEST, Manifest, VoxelStore
 
 
@@ -122,3 +122,29 @@ def test_a_claimant_that_died_before_starting_the_run_is_replaced_after_the_stal
     again = inbox.try_claim(store_url, batch, lambda _id: None, stale_s=0.01)
     # the same attempt and idempotency key: the server creates at most one run for it
     assert again is not None and again.reissue and again.idempotency_key == first.idempotency_key
+
+
+def test_claims_live_under_an_underscore_key_that_the_store_leaves_alone(tmp_path: Path) -> None:
+    store_url = str(tmp_path / "store")
+    claim = inbox.try_claim(store_url, inbox.InboxBatch("b1", "u", "fp", 3, 0.0, True), lambda _id: None)
+    assert claim is not None and claim.key == f"{inbox.CLAIMS}/b1/fp/attempt-1.json"
+    assert inbox.CLAIMS.startswith("_")
+    open_storage(store_url).write_json("_someone-else/note.json", {})  # any '_' key is bookkeeping beside the store
+    VoxelStore.open_or_create(store_url)
+
+
+def test_a_claim_written_at_the_old_key_is_still_honoured(tmp_path: Path) -> None:
+    store_url = str(tmp_path / "store")
+    storage = open_storage(store_url)
+    batch = inbox.InboxBatch("b1", "u", "fp", 3, 0.0, True)
+    old = f"{inbox.LEGACY_CLAIMS}/b1/fp"
+    storage.write_json(f"{old}/attempt-1.json", {"batch": "b1", "claimed_at": time.time()})
+    assert inbox.try_claim(store_url, batch, lambda _id: None) is None  # its claimant is starting the run
+    storage.write_json(f"{old}/attempt-1.run.json", {"flow_run_id": "run-1", "flow_run_name": "p"})
+    states = {"run-1": "COMPLETED"}
+    assert inbox.try_claim(store_url, batch, states.get) is None  # done: never again
+    states["run-1"] = "FAILED"
+    again = inbox.try_claim(store_url, batch, states.get)
+    assert again is not None and again.attempt == 2 and again.key == f"{old}/attempt-2.json"  # goes on there
+    assert not storage.list(inbox.CLAIMS)
+    VoxelStore.open_or_create(store_url)  # old claims before the store still do not block its creation
