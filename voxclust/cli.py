@@ -303,7 +303,7 @@ def info(
         store = open_store(resolve_store(store_arg or store_url))
         summary = store.summary()
         if failed:
-            summary["failed_items"] = [{"item_id": r["item_id"], "reason": r["reason"]} for r in store.records(FAILED)]
+            summary["failed_items"] = [{"item_id": r.item_id, "reason": r.reason} for r in store.items(FAILED)]
         _print_summary(summary, as_json)
         if failed and not as_json:
             for rec in summary["failed_items"]:
@@ -410,7 +410,8 @@ def train(
         opts = _parse_options(options or [], epochs)
         _prefect_defaults()
         from flows.features import train_features
-        from lib.features.runs import Region, RunRequest, make_config
+        from lib.features.runs import RunRequest, make_config
+        from lib.voxels.records import Region
 
         make_config(method, opts)  # bad method or option: fail before starting anything
         region = Region.model_validate({"split": split})
@@ -441,7 +442,8 @@ def embed(
 ) -> None:
     """Embed a region of the run's voxel store with its trained model (stored as a zarr array in the run)."""
     with _user_errors():
-        from lib.features.runs import Region, Session
+        from lib.features.runs import Session
+        from lib.voxels.records import Region
 
         ref = Session(run_url).embed(Region.model_validate({"split": split}), name)
         if as_json:

@@ -31,6 +31,7 @@ Rows already stored are never written again, so appending a batch cannot damage 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -44,6 +45,7 @@ from lib.errors import VoxclustError
 from lib.scans.batch import BatchItem
 from lib.scans.voxelize import VoxelConfig
 from lib.storage import Storage, StorageError, open_storage
+from lib.voxels.records import ItemRecord, Region
 
 if TYPE_CHECKING:
     import zarr
@@ -140,6 +142,11 @@ class Index:
         info.setdefault("rows", [])
         return info
 
+    def version(self) -> str:
+        """A digest of the whole index: it changes whenever a batch's records change status or rows (every
+        write of a part rewrites the index with that batch's counts), so it names a version of the records."""
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:24]
+
     def owner(self, row: int) -> str | None:
         """The batch that reserved ``row`` (None: no batch did)."""
         for name, info in self.batches.items():
@@ -150,8 +157,8 @@ class Index:
 
 @dataclass
 class Manifest:
-    """The whole store's records in one object (``VoxelStore.manifest``): the index's fields and ``items``,
-    every batch's records sorted by row. ``to_json`` gives the single-document layout of format 1."""
+    """The single-document layout of format 1 (``to_json``): the index's fields and ``items``, every batch's
+    records sorted by row (what stores made before format 2 hold)."""
 
     resolution: int
     chunk_items: int
@@ -304,16 +311,6 @@ class VoxelStore:
     def index(self) -> Index:
         """The store's settings and per-batch summary, without reading any batch's records."""
         return self._load()[0]
-
-    def manifest(self, batches: Iterable[str] | None = None) -> Manifest:
-        """Every record (or those of ``batches``), sorted by row, with the index's fields."""
-        index, parts = self._load()
-        names = list(index.batches) if batches is None else [b for b in batches if b in index.batches]
-        if parts is None:
-            parts = self._read_parts(index, names)
-        items = sorted((rec for name in names for rec in parts.get(name, [])), key=lambda rec: rec["row"])
-        i = index
-        return Manifest(i.resolution, i.chunk_items, i.voxel, i.classes, i.n_rows, items, i.batches)
 
     def _read_part(self, index: Index, batch: str) -> list[dict[str, Any]]:
         """A batch's records: only rows the index says it reserved (a plan that died between writing the part
@@ -480,10 +477,25 @@ class VoxelStore:
         return changed
 
     # -- reading -------------------------------------------------------------------------------------------
-    def records(self, status: str | None = STORED, batches: Iterable[str] | None = None) -> list[dict[str, Any]]:
-        """Records with ``status`` (None: all) of every batch or of ``batches``, sorted by row."""
-        items = self.manifest(batches).items
-        return [r for r in items if status is None or r["status"] == status]
+    def items(self, status: str | None = STORED, region: Region | None = None) -> list[ItemRecord]:
+        """The item records with ``status`` (None: every status) in ``region`` (its batches and split; None:
+        every item), sorted by row. Reads the index and the parts of the region's batches only."""
+        return self._items(*self._load(), status, region)
+
+    def _items(
+        self,
+        index: Index,
+        parts: dict[str, list[dict[str, Any]]] | None,
+        status: str | None,
+        region: Region | None,
+    ) -> list[ItemRecord]:
+        batches = region.batches if region is not None else None
+        names = list(index.batches) if batches is None else [b for b in batches if b in index.batches]
+        if parts is None:
+            parts = self._read_parts(index, names)
+        recs = (ItemRecord.from_json(rec) for name in names for rec in parts.get(name, []))
+        out = [r for r in recs if (status is None or r.status == status) and (region is None or region.holds(r))]
+        return sorted(out, key=lambda r: r.row)
 
     def read(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """Grids of the given rows, in that order."""
@@ -503,17 +515,18 @@ class VoxelStore:
         return out
 
     def summary(self) -> dict[str, Any]:
-        m = self.manifest()
-        status = Counter(r["status"] for r in m.items)
-        per_class = Counter(m.classes[r["label"]] for r in m.items if r["status"] == STORED and r["label"] is not None)
-        splits = Counter(r["split"] or "none" for r in m.items if r["status"] == STORED)
+        index, parts = self._load()
+        m, items = index, self._items(index, parts, None, None)
+        status = Counter(r.status for r in items)
+        per_class = Counter(m.classes[r.label] for r in items if r.status == STORED and r.label is not None)
+        splits = Counter(r.split or "none" for r in items if r.status == STORED)
         return {
             "store": self.url,
             "resolution": m.resolution,
             "mode": m.voxel.get("mode"),
             "chunk_items": m.chunk_items,
             "rows": m.n_rows,
-            "items": len(m.items),
+            "items": len(items),
             "stored": status.get(STORED, 0),
             "failed": status.get(FAILED, 0),
             "pending": status.get(PENDING, 0),
