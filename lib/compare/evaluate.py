@@ -23,8 +23,9 @@ from lib.evaluation.score import EmbeddingScore, ScoreError, label_scores, score
 from lib.features.base import MethodError
 from lib.features.registry import get_method
 from lib.storage import Storage, open_storage
+from lib.voxels.index import Index
 from lib.voxels.records import ItemRecord
-from lib.voxels.store import Index, VoxelStore
+from lib.voxels.store import VoxelStore
 
 
 def ensure_embedding(run_url: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lib.storage.local import LocalStorage
-from lib.voxels.store import MANIFEST, PARTS
+from lib.voxels.index import MANIFEST, PARTS
 from tests.support import compare_raw_and_brief_autoencoder, voxelize_demo
 
 METHODS = 2  # compare_raw_and_brief_autoencoder: raw voxels and a brief autoencoder
