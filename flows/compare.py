@@ -26,13 +26,14 @@ from lib.compare.records import MethodResult
 from lib.compare.rows import CompareConfig, MethodEntry, current_run, default_entries, seeded_entry
 from lib.compare.spread import combine_seeds
 from lib.features.base import MethodError
-from lib.features.runs import Region, RunRequest
+from lib.features.runs import RunRequest
 from lib.progress import emit
 from lib.report.markdown import render_markdown
 from lib.report.table import rounded_rows, table_rows, verdict_text
 from lib.settings import settings
 from lib.storage import open_storage
 from lib.threads import cpu_share
+from lib.voxels.records import Region
 from tasks.compare import evaluate_method, publish
 from tasks.features import train_method
 

@@ -7,8 +7,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
-from lib.features.runs import Region, RunRequest
+from lib.features.runs import RunRequest
 from lib.progress import emit
+from lib.voxels.records import Region
 from tasks.features import create_run, embed, evaluate_run, recluster, train_epoch
 
 

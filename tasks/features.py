@@ -14,7 +14,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from lib.features import runs
-from lib.features.runs import EmbeddingRef, Region, RunRef, RunRequest
+from lib.features.runs import EmbeddingRef, RunRef, RunRequest
+from lib.voxels.records import Region
 
 GPU = ["gpu"]
 

@@ -49,10 +49,10 @@ def grids_by_item(store_url: str) -> tuple[dict[str, Any], Counter[str]]:
     from lib.voxels.store import STORED, VoxelStore
 
     store = VoxelStore.open(store_url)
-    recs = store.records(None)
-    stored = [r for r in recs if r["status"] == STORED]
-    grids = store.read([r["row"] for r in stored]) if stored else []
-    return {r["item_id"]: g for r, g in zip(stored, grids, strict=True)}, Counter(r["item_id"] for r in recs)
+    recs = store.items(None)
+    stored = [r for r in recs if r.status == STORED]
+    grids = store.read([r.row for r in stored]) if stored else []
+    return {r.item_id: g for r, g in zip(stored, grids, strict=True)}, Counter(r.item_id for r in recs)
 
 
 def free_port() -> int:

@@ -230,7 +230,7 @@ def info(
         store = open_store(resolve_store(store_arg or store_url))
         summary = store.summary()
         if failed:
-            summary["failed_items"] = [{"item_id": r["item_id"], "reason": r["reason"]} for r in store.records(FAILED)]
+            summary["failed_items"] = [{"item_id": r.item_id, "reason": r.reason} for r in store.items(FAILED)]
         print_summary(summary, as_json)
         if failed and not as_json:
             for rec in summary["failed_items"]:

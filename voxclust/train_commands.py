@@ -66,7 +66,8 @@ def train(
         data_url = resolve_store(data_url, old_data)
         open_store(data_url)
         opts = parse_options(options or [], epochs)
-        from lib.features.runs import Region, RunRequest, make_config
+        from lib.features.runs import RunRequest, make_config
+        from lib.voxels.records import Region
 
         make_config(method, opts)  # bad method or option: fail before starting anything
         region = Region.model_validate({"split": split})
@@ -98,7 +99,8 @@ def embed(
 ) -> None:
     """Embed a region of the run's voxel store with its trained model (stored as a zarr array in the run)."""
     with user_errors():
-        from lib.features.runs import Region, Session
+        from lib.features.runs import Session
+        from lib.voxels.records import Region
 
         ref = Session(run_url).embed(Region.model_validate({"split": split}), name)
         if as_json:

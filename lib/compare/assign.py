@@ -79,18 +79,18 @@ class MethodAssignment:
 
 def rows_to_assign(store: VoxelStore, report: Storage, doc: Report, batches: list[str] | None) -> np.ndarray:
     """The stored rows of ``batches`` (default: every stored row the report did not cluster)."""
-    recs = store.records()
+    recs = store.items()
     if batches:
-        known = {r["batch"] for r in recs}
+        known = {r.batch for r in recs}
         unknown = sorted(set(batches) - known)
         if unknown:
             raise AssignError(f"{store.url}: no batch {', '.join(unknown)} (batches: {', '.join(sorted(known))})")
-        return np.array(sorted(int(r["row"]) for r in recs if r["batch"] in batches), dtype=np.int64)
+        return np.array(sorted(r.row for r in recs if r.batch in batches), dtype=np.int64)
     clustered: set[int] = set()
     for m in doc.methods:
         if m.ok and report.exists(f"clusters/{m.name}.json"):
             clustered |= {int(r) for r in report.read_json(f"clusters/{m.name}.json")["rows"]}
-    return np.array(sorted(int(r["row"]) for r in recs if int(r["row"]) not in clustered), dtype=np.int64)
+    return np.array(sorted(r.row for r in recs if r.row not in clustered), dtype=np.int64)
 
 
 def assign(

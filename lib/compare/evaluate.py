@@ -23,12 +23,15 @@ from lib.evaluation.score import EmbeddingScore, ScoreError, label_scores, score
 from lib.features.base import MethodError
 from lib.features.registry import get_method
 from lib.storage import Storage, open_storage
+from lib.voxels.index import Index
+from lib.voxels.records import ItemRecord
 from lib.voxels.store import VoxelStore
 
 
 def ensure_embedding(run_url: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """The run's embedding of every stored item, (re)computed when missing or stale (store grew, run trained on)."""
-    from lib.features.runs import RUN_JSON, Region, Session, read_embedding
+    from lib.features.runs import RUN_JSON, Session, read_embedding
+    from lib.voxels.records import Region
 
     if not open_storage(run_url).exists(RUN_JSON):
         raise CompareError(f"not trained: no run at {run_url}")
@@ -66,10 +69,16 @@ def evaluate_method(
         return failed_record(entry, str(exc), run_url)
 
 
-def _labels_splits(by_row: dict[int, dict[str, Any]], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _records(store: VoxelStore) -> tuple[Index, dict[int, ItemRecord]]:
+    """The store's index and every item record by row: read once per evaluation and passed down."""
+    return store.index(), {r.row: r for r in store.items(status=None)}
+
+
+def _labels_splits(by_row: dict[int, ItemRecord], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The label (-1: none) and split of each embedded row, from the manifest's records by row."""
-    labels = np.array([-1 if by_row[int(r)]["label"] is None else by_row[int(r)]["label"] for r in rows], np.int64)
-    splits = np.array([by_row[int(r)]["split"] or "" for r in rows], dtype=object)
+    recs = [by_row[int(r)] for r in rows]
+    labels = np.array([-1 if rec.label is None else rec.label for rec in recs], np.int64)
+    splits = np.array([rec.split or "" for rec in recs], dtype=object)
     return labels, splits
 
 
@@ -84,8 +93,8 @@ def _score(
 
 def _score_only(data_url: str, entry: MethodEntry, run_url: str, cfg: CompareConfig, index: int) -> MethodResult:
     x, rows, attrs = ensure_embedding(run_url)
-    m = VoxelStore.open(data_url).manifest()
-    labels, splits = _labels_splits({r["row"]: r for r in m.items}, rows)
+    m, by_row = _records(VoxelStore.open(data_url))
+    labels, splits = _labels_splits(by_row, rows)
     light = cfg.model_copy(update={"seed": cfg.seed + index, "elbow_k_max": None, "pic": False, "spectral": False})
     score = _score(entry, x, labels, splits, light, len(m.classes))
     return MethodResult(
@@ -108,8 +117,7 @@ def _score_only(data_url: str, entry: MethodEntry, run_url: str, cfg: CompareCon
 def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg: CompareConfig) -> MethodResult:
     x, rows, attrs = ensure_embedding(run_url)
     store = VoxelStore.open(data_url)
-    m = store.manifest()
-    by_row = {r["row"]: r for r in m.items}
+    m, by_row = _records(store)
     labels, splits = _labels_splits(by_row, rows)
     score = _score(entry, x, labels, splits, cfg, len(m.classes))
     k, km, sweep = score.k, score.kmeans, score.elbow
@@ -131,11 +139,11 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
             seed=cfg.seed,
         )
         own["n_items"] = int(sel.sum())
-    captures = np.array([by_row[int(r)].get("capture") or "" for r in rows], dtype=object)
+    captures = np.array([by_row[int(r)].capture or "" for r in rows], dtype=object)
     known = captures != ""  # stores made before captures were recorded have none
     capture_nmi = nmi(captures[known].astype(str), assign[known]) if len(set(captures[known])) > 1 else None
 
-    item_ids = [str(by_row[int(r)]["item_id"]) for r in rows]
+    item_ids = [by_row[int(r)].item_id for r in rows]
     figures = method_images(
         FigureInputs(entry.name, x, rows, labels, list(m.classes), score, store, ids, item_ids), out, cfg
     )
@@ -157,8 +165,8 @@ def _evaluate(data_url: str, entry: MethodEntry, run_url: str, out: Storage, cfg
     latest = max(m.batches, key=lambda b: m.batches[b].get("first_seen", 0.0)) if m.batches else None
     members: dict[int, list[str]] = {}
     for r, c in zip(rows, assign, strict=True):
-        if latest is not None and by_row[int(r)].get("batch") == latest:
-            members.setdefault(ids[int(c)], []).append(str(by_row[int(r)]["item_id"]))
+        if latest is not None and by_row[int(r)].batch == latest:
+            members.setdefault(ids[int(c)], []).append(by_row[int(r)].item_id)
     return MethodResult.model_validate(
         {
             "name": entry.name,

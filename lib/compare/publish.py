@@ -14,6 +14,7 @@ from lib.report import plots
 from lib.report.html import render_html
 from lib.report.table import best_method, best_methods
 from lib.storage import Storage, open_storage
+from lib.voxels.records import ItemRecord
 from lib.voxels.store import VoxelStore
 
 REPORTS = "reports"
@@ -58,9 +59,9 @@ def publish(
     cfg = config or CompareConfig()
     out = open_storage(out_url)
     store = VoxelStore.open(data_url)
-    m = store.manifest()
-    stored = store.records()
-    labelled = any(r["label"] is not None for r in stored)
+    m = store.index()
+    stored = store.items()  # read once: the report's counts and its assignments.csv
+    labelled = any(r.label is not None for r in stored)
     ok = [r for r in records if r.ok]
 
     shared: dict[str, str] = {}
@@ -102,7 +103,7 @@ def publish(
             images[name] = out.read_bytes(name)
     out.write_json(REPORT_JSON, doc)
     out.write_bytes("report.html", render_html(doc, images, report_url=out.url).encode())
-    out.write_bytes("assignments.csv", assignments_csv(store, out, records).encode())
+    out.write_bytes("assignments.csv", assignments_csv(store, out, records, stored).encode())
     open_storage(f"{store.url.rstrip('/')}/{REPORTS}").write_json(LATEST, {"url": out.url, "created": rep.created})
     return {
         "report": doc,
@@ -113,11 +114,14 @@ def publish(
     }
 
 
-def assignments_csv(store: VoxelStore, out: Storage, records: list[MethodResult]) -> str:
-    """One line per stored item: item_id, row, split, label, then each method's cluster ('' where none) and,
-    for a method that later placed new items in its clusters (``voxclust assign``), their clusters too and a
-    ``<method>_novel`` column (yes / no; '' for the items it clustered itself)."""
-    m = store.manifest()
+def assignments_csv(
+    store: VoxelStore, out: Storage, records: list[MethodResult], stored: list[ItemRecord] | None = None
+) -> str:
+    """One line per stored item (``stored``: the store's stored items, read when not given): item_id, row,
+    split, label, then each method's cluster ('' where none) and, for a method that later placed new items in
+    its clusters (``voxclust assign``), their clusters too and a ``<method>_novel`` column (yes / no; '' for
+    the items it clustered itself)."""
+    classes = store.index().classes
     cols: dict[str, dict[int, Any]] = {}
     for r in records:
         if r.ok:
@@ -131,11 +135,9 @@ def assignments_csv(store: VoxelStore, out: Storage, records: list[MethodResult]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["item_id", "row", "split", "label", *cols])
-    for rec in store.records():
-        label = m.classes[rec["label"]] if rec["label"] is not None else ""
-        w.writerow(
-            [rec["item_id"], rec["row"], rec["split"] or "", label, *(c.get(rec["row"], "") for c in cols.values())]
-        )
+    for rec in store.items() if stored is None else stored:
+        label = classes[rec.label] if rec.label is not None else ""
+        w.writerow([rec.item_id, rec.row, rec.split or "", label, *(c.get(rec.row, "") for c in cols.values())])
     return buf.getvalue()
 
 

@@ -62,10 +62,10 @@ class Query:
 
 def stored_query(store: VoxelStore, item_id: str) -> Query:
     """The stored item ``item_id`` as a query."""
-    found = [r for r in store.records() if r["item_id"] == item_id]
+    found = [r for r in store.items() if r.item_id == item_id]
     if not found:
         raise SimilarError(f"{store.url}: no stored item with id {item_id!r}")
-    row = int(found[0]["row"])
+    row = found[0].row
     return Query(label=item_id, grid=store.read([row])[0], row=row)
 
 
@@ -121,8 +121,8 @@ def similar(data_url: str, query: Query, k: int = 10, methods: list[str] | None 
     if k < 1:
         raise SimilarError(f"k must be at least 1, got {k}")
     store = VoxelStore.open(data_url)
-    records = {int(r["row"]): r for r in store.records()}
-    classes = store.manifest().classes
+    records = {r.row: r for r in store.items()}
+    classes = store.index().classes
     resolution = store.voxel_config().resolution
     out = []
     for name, run_url in compared_runs(data_url, methods):
@@ -136,10 +136,8 @@ def similar(data_url: str, query: Query, k: int = 10, methods: list[str] | None 
             if p < 0 or row == query.row or row not in records:
                 continue
             rec = records[row]
-            label = classes[rec["label"]] if rec.get("label") is not None else None
-            found.append(
-                Neighbour(rec["item_id"], row, str(rec.get("source") or ""), label, rec.get("split"), float(np.sqrt(d)))
-            )
+            label = classes[rec.label] if rec.label is not None else None
+            found.append(Neighbour(rec.item_id, row, rec.source, label, rec.split, float(np.sqrt(d))))
         out.append(MethodNeighbours(name, run_url, found[:k]))
     return out
 

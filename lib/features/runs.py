@@ -23,7 +23,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Literal
+from typing import Any
 
 import faiss  # noqa: F401  (before torch: some builds crash the other way round)
 import numpy as np
@@ -32,22 +32,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lib.features.base import DataInfo, FeatureMethod, MethodConfig, MethodError, VoxelData
 from lib.features.registry import get_method
 from lib.storage import Storage, open_storage
-from lib.voxels.store import STORED, VoxelStore
+from lib.voxels.records import ItemRecord, Region
+from lib.voxels.store import VoxelStore
 
 RUN_JSON = "run.json"
 CHECKPOINT = "checkpoint.pt"
 RUN_FORMAT = "voxclust-run/1"
-
-
-class Region(BaseModel):
-    """Which stored items: a split (``auto`` = the train split when the store has one, else all items),
-    optionally only some batches. All-empty grids (failed scans, binvox failures) are dropped by default."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    split: Literal["auto", "all", "train", "test"] = "all"
-    batches: tuple[str, ...] | None = None
-    drop_empty: bool = True
 
 
 class RunRef(BaseModel):
@@ -101,48 +91,64 @@ class RunSpec(BaseModel):
 
 
 # -- data ------------------------------------------------------------------------------------------------------
+# In-process caches per store version (the digest of its index, see Index.version): a run's steps (create, each
+# epoch, finish, embed, evaluate) each open the run and load its region, often in one process; the stored
+# records they need are read once per version, not once per step (their grids once per region).
 _CACHE: OrderedDict[tuple[Any, ...], VoxelData] = OrderedDict()
+_STORED: OrderedDict[tuple[Any, ...], tuple[ItemRecord, ...]] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 4
 
 
-def resolve_region(store: VoxelStore, region: Region) -> Region:
+def _stored_items(store: VoxelStore, version: str, batches: tuple[str, ...] | None) -> tuple[ItemRecord, ...]:
+    """The stored items of ``batches`` (None: every batch) of this version of the store (cached)."""
+    key = (store.url, version, batches)
+    with _CACHE_LOCK:
+        if key in _STORED:
+            _STORED.move_to_end(key)
+            return _STORED[key]
+    # Stored records change only with the index (their status is in its counts); a record's row, batch, label
+    # and split never change once planned.
+    items = tuple(store.items(region=Region(split="all", batches=batches)))
+    with _CACHE_LOCK:
+        _STORED[key] = items
+        while len(_STORED) > _CACHE_SIZE:
+            _STORED.popitem(last=False)
+    return items
+
+
+def resolve_region(store: VoxelStore, region: Region, version: str | None = None) -> Region:
+    """``region`` with ``auto`` made concrete from the store's stored items now."""
     if region.split != "auto":
         return region
-    has_train = any(r["split"] == "train" for r in store.records())
-    return region.model_copy(update={"split": "train" if has_train else "all"})
+    return region.resolve(_stored_items(store, version or store.index().version(), None))
 
 
 def region_size(data_url: str, region: Region) -> int:
     """How many stored items a region holds now (read from the manifest: no grid is read)."""
     store = VoxelStore.open(data_url)
-    region = resolve_region(store, region)
-    return sum(
-        1
-        for r in store.manifest(region.batches).items  # the region's batches only
-        if r["status"] == STORED and (region.split == "all" or r["split"] == region.split)
-    )
+    version = store.index().version()
+    region = resolve_region(store, region, version)
+    return len(region.select(_stored_items(store, version, region.batches)))
 
 
 def load_region(data_url: str, region: Region) -> VoxelData:
     """The grids, labels and rows of a store region (cached in-process per store version)."""
     store = VoxelStore.open(data_url)
-    region = resolve_region(store, region)
-    m = store.manifest(region.batches)
-    key = (store.url, region.model_dump_json(), m.n_rows, len(m.items), sum(r["status"] == STORED for r in m.items))
+    index = store.index()
+    version = index.version()
+    region = resolve_region(store, region, version)
+    key = (store.url, region.model_dump_json(), version)
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    recs = [r for r in m.items if r["status"] == STORED and (region.split == "all" or r["split"] == region.split)]
-    recs.sort(key=lambda r: r["row"])
-    rows = np.array([r["row"] for r in recs], dtype=np.int64)
-    labels = np.array([-1 if r["label"] is None else r["label"] for r in recs], dtype=np.int64)
+    recs = region.select(_stored_items(store, version, region.batches))  # sorted by row
+    rows = np.array([r.row for r in recs], dtype=np.int64)
+    labels = np.array([-1 if r.label is None else r.label for r in recs], dtype=np.int64)
     grids = store.read(rows)
-    if region.drop_empty and len(rows):
-        keep = grids.reshape(len(grids), -1).any(axis=1)
-        grids, rows, labels = grids[keep], rows[keep], labels[keep]
-    data = VoxelData(grids, labels, rows, list(m.classes))
+    keep = region.kept(grids)
+    data = VoxelData(grids[keep], labels[keep], rows[keep], list(index.classes))
     with _CACHE_LOCK:
         _CACHE[key] = data
         while len(_CACHE) > _CACHE_SIZE:

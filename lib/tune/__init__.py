@@ -31,9 +31,10 @@ def make_spec(
     Raises :class:`TuneError` (or the store's error) before anything is trained."""
     from lib.features.base import MethodError
     from lib.features.registry import get_method
-    from lib.features.runs import Region, make_config, resolve_region
+    from lib.features.runs import make_config
     from lib.settings import settings
     from lib.tune.objective import check_objective, default_objective
+    from lib.voxels.records import Region
     from lib.voxels.store import VoxelStore
 
     try:
@@ -43,9 +44,9 @@ def make_spec(
     store = VoxelStore.open(data_url)
     parsed = load_space(method, space, fixed)
     base = parsed.options({})
-    region = resolve_region(store, Region(split="auto"))
-    items = [r for r in store.records() if region.split == "all" or r["split"] == region.split]
-    labelled = bool(items) and all(r["label"] is not None for r in items)
+    stored = store.items()
+    items = Region(split="auto").resolve(stored).select(stored)
+    labelled = bool(items) and all(r.label is not None for r in items)
     if not items:
         raise TuneError(f"{store.url}: no stored items to tune on")
     if cls.needs_labels(make_config(method, base)) and not labelled:

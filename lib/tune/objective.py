@@ -91,7 +91,8 @@ def test_scores(session: Any, k: int, seed: int) -> dict[str, float]:
     ``test_accuracy``, with its test-time vote) and, for a store with a labelled test split, the k-means NMI
     of the test embedding (the comparison's scoring)."""
     from lib.evaluation.score import ScoreConfig, score_embedding
-    from lib.features.runs import Region, load_region
+    from lib.features.runs import load_region
+    from lib.voxels.records import Region
 
     metrics = session.finish()
     out = {key: float(v) for key, v in metrics.items() if isinstance(v, int | float) and key != "train_seconds"}

@@ -36,9 +36,10 @@ def run_trial(request: TrialRequest, threads: int | None = None) -> dict[str, An
     ``epochs_done``, ``train_seconds`` and, for a failure, ``error``. Training errors (a diverging lr) end the
     trial as failed, not the search."""
     from lib.features.base import MethodError
-    from lib.features.runs import Region, RunRequest, Session, create_run
+    from lib.features.runs import RunRequest, Session, create_run
     from lib.threads import limit_threads
     from lib.tune.objective import epoch_value
+    from lib.voxels.records import Region
 
     spec = request.spec
     out: dict[str, Any] = {"number": request.number, "run_url": request.run_url}

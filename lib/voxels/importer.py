@@ -116,7 +116,7 @@ def import_npz(
         given = voxel.model_dump(exclude_unset=True) if voxel is not None else {}
         voxel = VoxelConfig(**{**given, "resolution": resolution or r_file})
     store = VoxelStore.open_or_create(storage, voxel)
-    r = store.manifest().resolution
+    r = store.index().resolution
     cfg = store.voxel_config()
     conforming = cfg.representation == "field-v1" and not keep_frame
     items: list[BatchItem] = []

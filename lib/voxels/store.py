@@ -5,7 +5,8 @@ Layout under the store URL::
     zarr.json            group; attributes: format, resolution, chunk_items, voxelizer config
     voxels/              (N, R, R, R) bool, chunks of ``chunk_items`` whole items, Blosc zstd + bitshuffle
     manifest.json        the index: settings, classes, rows used; per batch its part, row ranges, counts
-    manifest/<h>.json    one batch's records (one per row: item id, source, label, split, status, reason)
+    manifest/<h>.json    one batch's records (one per row: item id, source, label, split, status, reason),
+                         read as ``ItemRecord`` (lib.voxels.records) by ``VoxelStore.items``
     _commits/<chunk>.json  results of a written chunk not yet merged into its batch's records
     _locks/              the store lock (metadata updates only)
     _*                   any other key starting with '_' is not the store's: others' bookkeeping beside it
@@ -32,12 +33,10 @@ Rows already stored are never written again, so appending a batch cannot damage 
 
 from __future__ import annotations
 
-import hashlib
-import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,20 +45,19 @@ from lib.errors import VoxclustError
 from lib.scans.batch import BatchItem
 from lib.scans.voxelize import VoxelConfig
 from lib.storage import Storage, StorageError, open_storage
+from lib.voxels.index import FAILED as FAILED  # the statuses and the index's name: imported from here too
+from lib.voxels.index import FORMAT, FORMAT_V1, PENDING, STORED, Index, from_v1, reserved, status_counts
+from lib.voxels.index import MANIFEST as MANIFEST
+from lib.voxels.records import ItemRecord, Region
 
 if TYPE_CHECKING:
     import zarr
 
-FORMAT = "voxclust-store/2"
-FORMAT_V1 = "voxclust-store/1"  # every record in manifest.json: still read, migrated by the first write
 PART_FORMAT = "voxclust-batch/1"
-MANIFEST = "manifest.json"  # the index: settings, classes, rows used, and per batch its part, rows and counts
-PARTS = "manifest"  # manifest/<hash of the batch name>.json: that batch's item records
 COMMITS = "_commits"
 LOCK = "store"
 COMMIT_IO_THREADS = 10  # concurrent requests when merging commit records (botocore keeps 10 connections)
 
-PENDING, STORED, FAILED = "pending", "stored", "failed"
 BESIDE_LEGACY = ("inbox-claims/",)  # others' bookkeeping from before it moved under '_': still not the store's
 SPLIT_CODES = {"train": 0, "test": 1}
 
@@ -107,104 +105,6 @@ class BatchPlan:
     skipped: int  # already stored or failed earlier
     reserved: int  # new rows reserved now
     resumed: int  # pending rows of an earlier run redone now
-
-
-@dataclass
-class Index:
-    """``manifest.json``: what every batch shares, and per batch (``batches[name]``) its ``source``,
-    ``first_seen``, ``runs``, ``part`` (the key of its records), ``rows`` (the row ranges it reserved,
-    ``[start, stop)``) and ``counts`` (items per status). Its size follows the number of batches, not items."""
-
-    resolution: int
-    chunk_items: int
-    voxel: dict[str, Any]
-    classes: list[str] = field(default_factory=list)
-    n_rows: int = 0
-    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, **self.__dict__}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Index:
-        names = ("resolution", "chunk_items", "voxel", "classes", "n_rows", "batches")
-        fields = {k: data[k] for k in names if k in data}
-        # Stores made before the representation was a setting hold binned grids: keep adding binned ones.
-        fields["voxel"] = {"representation": "binned", **fields.get("voxel", {})}
-        return cls(**fields)
-
-    def batch(self, name: str, source: str) -> dict[str, Any]:
-        """The batch's entry, created (no rows, no items) if it is new."""
-        if name not in self.batches:
-            self.batches[name] = {"source": source, "first_seen": time.time(), "runs": 0, "rows": []}
-        info = self.batches[name]
-        info.setdefault("part", part_key(name))
-        info.setdefault("rows", [])
-        return info
-
-    def owner(self, row: int) -> str | None:
-        """The batch that reserved ``row`` (None: no batch did)."""
-        for name, info in self.batches.items():
-            if _reserved(row, info.get("rows", [])):
-                return name
-        return None
-
-
-@dataclass
-class Manifest:
-    """The whole store's records in one object (``VoxelStore.manifest``): the index's fields and ``items``,
-    every batch's records sorted by row. ``to_json`` gives the single-document layout of format 1."""
-
-    resolution: int
-    chunk_items: int
-    voxel: dict[str, Any]
-    classes: list[str] = field(default_factory=list)
-    n_rows: int = 0
-    items: list[dict[str, Any]] = field(default_factory=list)
-    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT_V1, **self.__dict__}
-
-
-def part_key(batch: str) -> str:
-    """Where a batch's records live (batch names may hold any character; keys should not)."""
-    return f"{PARTS}/{hashlib.sha256(batch.encode()).hexdigest()[:24]}.json"
-
-
-def _reserved(row: int, ranges: list[list[int]]) -> bool:
-    return any(lo <= row < hi for lo, hi in ranges)
-
-
-def _row_ranges(rows: Iterable[int]) -> list[list[int]]:
-    """Sorted rows as ``[start, stop)`` runs."""
-    out: list[list[int]] = []
-    for row in sorted(rows):
-        if out and out[-1][1] == row:
-            out[-1][1] = row + 1
-        else:
-            out.append([row, row + 1])
-    return out
-
-
-def _counts(items: Iterable[dict[str, Any]]) -> dict[str, int]:
-    c = Counter(rec["status"] for rec in items)
-    return {s: c.get(s, 0) for s in (STORED, FAILED, PENDING)}
-
-
-def _from_v1(data: dict[str, Any]) -> tuple[Index, dict[str, list[dict[str, Any]]]]:
-    """A format-1 manifest (every record in one document) as an index and its batches' records."""
-    index = Index.from_json(data)
-    index.batches = {name: dict(info) for name, info in index.batches.items()}
-    parts: dict[str, list[dict[str, Any]]] = {}
-    for rec in data.get("items", []):
-        parts.setdefault(rec["batch"], []).append(rec)
-    for name in sorted(set(index.batches) | set(parts)):
-        items = parts.setdefault(name, [])
-        info = index.batch(name, "")
-        info["rows"] = _row_ranges(rec["row"] for rec in items)
-        info["counts"] = _counts(items)
-    return index, parts
 
 
 def _compressor() -> Any:
@@ -300,22 +200,12 @@ class VoxelStore:
         if fmt == FORMAT:
             return Index.from_json(data), None
         if fmt == FORMAT_V1:
-            return _from_v1(data)
+            return from_v1(data)
         raise StoreError(f"{self.url}: unknown manifest format {fmt!r}")
 
     def index(self) -> Index:
         """The store's settings and per-batch summary, without reading any batch's records."""
         return self._load()[0]
-
-    def manifest(self, batches: Iterable[str] | None = None) -> Manifest:
-        """Every record (or those of ``batches``), sorted by row, with the index's fields."""
-        index, parts = self._load()
-        names = list(index.batches) if batches is None else [b for b in batches if b in index.batches]
-        if parts is None:
-            parts = self._read_parts(index, names)
-        items = sorted((rec for name in names for rec in parts.get(name, [])), key=lambda rec: rec["row"])
-        i = index
-        return Manifest(i.resolution, i.chunk_items, i.voxel, i.classes, i.n_rows, items, i.batches)
 
     def _read_part(self, index: Index, batch: str) -> list[dict[str, Any]]:
         """A batch's records: only rows the index says it reserved (a plan that died between writing the part
@@ -327,7 +217,7 @@ class VoxelStore:
             data = self.storage.read_json(info["part"])
         except FileNotFoundError:
             return []
-        return [rec for rec in data["items"] if _reserved(rec["row"], info["rows"])]
+        return [rec for rec in data["items"] if reserved(rec["row"], info["rows"])]
 
     def _read_parts(self, index: Index, batches: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         with ThreadPoolExecutor(COMMIT_IO_THREADS) as pool:
@@ -335,7 +225,7 @@ class VoxelStore:
 
     def _write_part(self, index: Index, batch: str, items: list[dict[str, Any]]) -> None:
         info = index.batches[batch]
-        info["counts"] = _counts(items)
+        info["counts"] = status_counts(items)
         self.storage.write_json(info["part"], {"format": PART_FORMAT, "batch": batch, "items": items})
 
     def _write_index(self, index: Index) -> None:
@@ -482,10 +372,25 @@ class VoxelStore:
         return changed
 
     # -- reading -------------------------------------------------------------------------------------------
-    def records(self, status: str | None = STORED, batches: Iterable[str] | None = None) -> list[dict[str, Any]]:
-        """Records with ``status`` (None: all) of every batch or of ``batches``, sorted by row."""
-        items = self.manifest(batches).items
-        return [r for r in items if status is None or r["status"] == status]
+    def items(self, status: str | None = STORED, region: Region | None = None) -> list[ItemRecord]:
+        """The item records with ``status`` (None: every status) in ``region`` (its batches and split; None:
+        every item), sorted by row. Reads the index and the parts of the region's batches only."""
+        return self._items(*self._load(), status, region)
+
+    def _items(
+        self,
+        index: Index,
+        parts: dict[str, list[dict[str, Any]]] | None,
+        status: str | None,
+        region: Region | None,
+    ) -> list[ItemRecord]:
+        batches = region.batches if region is not None else None
+        names = list(index.batches) if batches is None else [b for b in batches if b in index.batches]
+        if parts is None:
+            parts = self._read_parts(index, names)
+        recs = (ItemRecord.from_json(rec) for name in names for rec in parts.get(name, []))
+        out = [r for r in recs if (status is None or r.status == status) and (region is None or region.holds(r))]
+        return sorted(out, key=lambda r: r.row)
 
     def read(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """Grids of the given rows, in that order."""
@@ -505,17 +410,18 @@ class VoxelStore:
         return out
 
     def summary(self) -> dict[str, Any]:
-        m = self.manifest()
-        status = Counter(r["status"] for r in m.items)
-        per_class = Counter(m.classes[r["label"]] for r in m.items if r["status"] == STORED and r["label"] is not None)
-        splits = Counter(r["split"] or "none" for r in m.items if r["status"] == STORED)
+        index, parts = self._load()
+        m, items = index, self._items(index, parts, None, None)
+        status = Counter(r.status for r in items)
+        per_class = Counter(m.classes[r.label] for r in items if r.status == STORED and r.label is not None)
+        splits = Counter(r.split or "none" for r in items if r.status == STORED)
         return {
             "store": self.url,
             "resolution": m.resolution,
             "mode": m.voxel.get("mode"),
             "chunk_items": m.chunk_items,
             "rows": m.n_rows,
-            "items": len(m.items),
+            "items": len(items),
             "stored": status.get(STORED, 0),
             "failed": status.get(FAILED, 0),
             "pending": status.get(PENDING, 0),

@@ -118,10 +118,10 @@ def main() -> None:
         again_report = latest_report_url(store_url)
 
     store = VoxelStore.open(store_url)
-    recs = store.records()
-    classes = store.manifest().classes
-    label = {int(r["row"]): classes[r["label"]] for r in recs}
-    batch_of = {int(r["row"]): r["batch"] for r in recs}
+    recs = store.items()
+    classes = store.index().classes
+    label = {int(r.row): classes[r.label] for r in recs}
+    batch_of = {int(r.row): r.batch for r in recs}
     rows2 = sorted(r for r, b in batch_of.items() if b == "b2")
     rows1 = sorted(r for r, b in batch_of.items() if b == "b1")
     first, again = open_storage(first_report), open_storage(again_report)

@@ -250,17 +250,17 @@ def main() -> None:
                                 run_voxelize(None, 2, batch_url=mixed, store_url=url, **expected.flow_kwargs)
                             finally:
                                 os.environ["AWS_ENDPOINT_URL"] = s3.endpoint
-                            recs = VoxelStore.open(url).records(None)
-                            seen = Counter(r["item_id"] for r in recs)
-                            by_key = {r["item_id"].split("/", 1)[1]: r for r in recs}
+                            recs = VoxelStore.open(url).items(None)
+                            seen = Counter(r.item_id for r in recs)
+                            by_key = {r.item_id.split("/", 1)[1]: r for r in recs}
                             for key, entry in expected.bad.items():
                                 rec = by_key.get(key)
                                 bad_tried += 1
                                 bad_contained += bool(
                                     rec
-                                    and rec["status"] == FAILED
-                                    and entry.reason in rec["reason"]
-                                    and malformed.readable(rec["reason"])
+                                    and rec.status == FAILED
+                                    and entry.reason in rec.reason
+                                    and malformed.readable(rec.reason)
                                 )
                             for key in expected.unlisted:
                                 bad_tried += 1
@@ -268,7 +268,7 @@ def main() -> None:
                             for key in expected.good:
                                 good_expected += 1
                                 rec = by_key.get(key)
-                                good_once += bool(rec and rec["status"] == STORED and seen[rec["item_id"]] == 1)
+                                good_once += bool(rec and rec.status == STORED and seen[rec.item_id] == 1)
                     faults.update({f"malformed_s3_{k}": v for k, v in proxy.injected.items()})
                 add(
                     "malformed_good",

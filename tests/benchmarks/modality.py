@@ -116,15 +116,15 @@ def embed_test(method: str, options: dict[str, Any], store_url: str, work: Path)
 
 def mixed(methods: list[str], store_url: str, work: Path) -> dict[str, dict[str, float]]:
     store = VoxelStore.open(store_url)
-    by_row = {r["row"]: r for r in store.records()}
+    by_row = {r.row: r for r in store.items()}
     budgets = {e.name: (e.method, dict(e.options)) for e in PRESETS["quality"]}
     out = {}
     for name in methods:
         method, options = budgets.get(name, (name, {}))
         t0 = time.perf_counter()
         x, rows = embed_test(method, options, store_url, work)
-        y = np.array([by_row[int(r)]["label"] for r in rows], np.int64)
-        capture = np.array([by_row[int(r)]["batch"] == "pcd" for r in rows], np.int64)
+        y = np.array([by_row[int(r)].label for r in rows], np.int64)
+        capture = np.array([by_row[int(r)].batch == "pcd" for r in rows], np.int64)
         labels = score_embedding(x, y, config=SCORE).kmeans.labels
         single = capture == 0
         alone = score_embedding(x[single], y[single], config=SCORE).metrics["all"]["nmi"]
@@ -247,7 +247,7 @@ def demo(work: Path) -> dict[str, float]:
     best = doc["best_method"]
     print("demo: best unsupervised method", best, file=sys.stderr, flush=True)
     row = next(m for m in doc["methods"] if m["name"] == best)
-    by_source = {r["item_id"]: r["source"] for r in VoxelStore.open(store_url).records()}
+    by_source = {r.item_id: r.source for r in VoxelStore.open(store_url).items()}
     clusters, capture = [], []
     for line in csv.DictReader(io.StringIO(report.read_bytes("assignments.csv").decode())):
         clusters.append(int(line[best]))

@@ -90,7 +90,7 @@ def main() -> None:
 
     store_url = benchmark_store(args.data, args.store, args.work, "quality")
     store = VoxelStore.open(store_url)
-    labels_by_row = {r["row"]: r["label"] for r in store.records()}
+    labels_by_row = {r.row: r.label for r in store.items()}
 
     overrides: dict[str, dict[str, Any]] = {}
     for item in args.set:
@@ -197,8 +197,8 @@ def main() -> None:
     best = max(unsup, key=lambda k: unsup[k].get("nmi_mean", unsup[k]["nmi"])) if unsup else None
     summary = {
         "data": args.data,
-        "n_train": int(sum(r["split"] == "train" for r in store.records())),
-        "n_test": int(sum(r["split"] == "test" for r in store.records())),
+        "n_train": int(sum(r.split == "train" for r in store.items())),
+        "n_test": int(sum(r.split == "test" for r in store.items())),
         "eval": "test split, PCA 64 when wider, faiss k-means k=10 x5 restarts (seed + the run's seed index)",
         "seeds": args.seeds,
         "workers": args.workers,

@@ -37,7 +37,7 @@ def two_batches(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_a_new_batch_joins_the_existing_clusters_idempotently(two_batches: str) -> None:
     store = VoxelStore.open(two_batches)
-    b2 = sorted(int(r["row"]) for r in store.records() if r["batch"] == "b2")
+    b2 = sorted(int(r.row) for r in store.items() if r.batch == "b2")
     report_url, first = assign(two_batches)  # default: what the report did not cluster, i.e. batch b2
     assert [a.method for a in first] == ["raw", "ae"] and all(a.rows.tolist() == b2 for a in first)
     report = open_storage(report_url)

@@ -106,7 +106,7 @@ def test_compare_flow_on_s3_publishes_artifacts_and_a_self_contained_report(pref
 
     with io.StringIO(out.read_bytes("assignments.csv").decode()) as f:
         table = list(csv.DictReader(f))
-    assert len(table) == len(VoxelStore.open(s3_store).records())
+    assert len(table) == len(VoxelStore.open(s3_store).items())
     assert set(table[0]) == {"item_id", "row", "split", "label", "raw", "dc"}
     assert latest_report_url(s3_store) == result["report_url"]
     assert export_csv(s3_store) == out.read_bytes("assignments.csv").decode()
@@ -205,7 +205,7 @@ def test_unlabelled_store_uses_the_knee(unlabelled_store: str, tmp_path: Path) -
     assert all(0 < len(c.items) <= FAST.strip_members for c in rec.central_members)
     grids = read_previews(open_storage(str(tmp_path / "out")).read_bytes(rec.previews))
     store = VoxelStore.open(unlabelled_store)
-    row = {r["item_id"]: r["row"] for r in store.records()}
+    row = {r.item_id: r.row for r in store.items()}
     assert set(grids) == {i for c in rec.central_members for i in c.items}
     assert all((decode_grid(g) == store.read([row[i]])[0]).all() for i, g in grids.items())
     assert rec.metrics["all"].silhouette is not None

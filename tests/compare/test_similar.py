@@ -34,15 +34,15 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_a_file_gets_the_neighbours_of_its_stored_copy(compared: str) -> None:
     store_url = compared
     store = VoxelStore.open(store_url)
-    rec = next(r for r in store.records() if r["source"].endswith(".off") or r["source"].endswith(".stl"))
-    by_id = similar(store_url, stored_query(store, rec["item_id"]), k=5)
-    by_file = similar(store_url, file_query(store, Path(urlsplit(rec["source"]).path)), k=6)
+    rec = next(r for r in store.items() if r.source.endswith(".off") or r.source.endswith(".stl"))
+    by_id = similar(store_url, stored_query(store, rec.item_id), k=5)
+    by_file = similar(store_url, file_query(store, Path(urlsplit(rec.source).path)), k=6)
     assert [m.method for m in by_id] == ["raw", "ae"]
     for stored, filed in zip(by_id, by_file, strict=True):
-        assert len(stored.neighbours) == 5 and rec["item_id"] not in [n.item_id for n in stored.neighbours]
+        assert len(stored.neighbours) == 5 and rec.item_id not in [n.item_id for n in stored.neighbours]
         # the file is its stored copy: nearest at distance 0, then the same neighbours in the same order
         first = filed.neighbours[0]
-        assert first.item_id == rec["item_id"] and first.distance == pytest.approx(0, abs=1e-4)
+        assert first.item_id == rec.item_id and first.distance == pytest.approx(0, abs=1e-4)
         assert [n.item_id for n in filed.neighbours[1:]] == [n.item_id for n in stored.neighbours]
         dists = [n.distance for n in stored.neighbours]
         assert dists == sorted(dists)
@@ -51,7 +51,7 @@ def test_a_file_gets_the_neighbours_of_its_stored_copy(compared: str) -> None:
 def test_the_index_is_saved_once_per_embedding(compared: str) -> None:
     store_url = compared
     store = VoxelStore.open(store_url)
-    item = store.records()[0]["item_id"]
+    item = store.items()[0].item_id
     similar(store_url, stored_query(store, item), k=3, methods=["ae"])
     run_url = next(m.run_url for m in similar(store_url, stored_query(store, item), k=1, methods=["ae"]))
     run = open_storage(run_url)
@@ -66,7 +66,7 @@ def test_the_index_is_saved_once_per_embedding(compared: str) -> None:
 def test_cli_similar_table_json_html_and_bad_queries(compared: str, tmp_path: Path) -> None:
     store_url = compared
     store = VoxelStore.open(store_url)
-    item = store.records()[3]["item_id"]
+    item = store.items()[3].item_id
     runner = CliRunner()
     res = runner.invoke(app, ["similar", item, "--store", store_url, "--k", "4", "--json"], env=ENV)
     assert res.exit_code == 0, res.output
@@ -101,4 +101,4 @@ def test_cli_similar_table_json_html_and_bad_queries(compared: str, tmp_path: Pa
     assert res.exit_code == 2 and "broken.off" in res.stderr, res.output
     with pytest.raises(SimilarError, match="k must be at least 1"):
         similar(store_url, stored_query(store, item), k=0)
-    np.testing.assert_array_equal(stored_query(store, item).grid, store.read([store.records()[3]["row"]])[0])
+    np.testing.assert_array_equal(stored_query(store, item).grid, store.read([store.items()[3].row])[0])

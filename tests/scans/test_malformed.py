@@ -156,7 +156,7 @@ def test_a_link_swapped_in_after_listing_fails_its_item_only(tmp_path: Path) -> 
     assert (summary.stored, summary.failed) == (1, 1)
     vs = VoxelStore.open(store)
     vs.finalize()
-    failed = {r["item_id"]: r["reason"] for r in vs.records(FAILED)}
+    failed = {r.item_id: r.reason for r in vs.items(FAILED)}
     assert list(failed) == [f"{BATCH}/b.off"] and "symbolic link" in failed[f"{BATCH}/b.off"]
 
 
@@ -199,10 +199,8 @@ def clean_store(dask_address: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def _labels(store: VoxelStore) -> dict[str, tuple[str | None, str | None]]:
-    classes = store.manifest().classes
-    return {
-        r["item_id"]: (None if r["label"] is None else classes[r["label"]], r["split"]) for r in store.records(None)
-    }
+    classes = store.index().classes
+    return {r.item_id: (None if r.label is None else classes[r.label], r.split) for r in store.items(None)}
 
 
 @pytest.mark.parametrize("target", [m.LOCAL, m.S3])
@@ -223,25 +221,25 @@ def test_mixed_batch_fails_every_bad_item_and_stores_the_good_ones_exactly(
     store = VoxelStore.open(store_url)
     summary = store.summary()
     assert (summary["stored"], summary["failed"], summary["pending"]) == (n_good, n_bad, 0)
-    records = {r["item_id"]: r for r in store.records(status=None)}
+    records = {r.item_id: r for r in store.items(status=None)}
     assert set(records) == {expected.item_id(k) for k in [*expected.good, *expected.bad]}
     assert not any("outside" in item_id or "pipe" in item_id or "hidden" in item_id for item_id in records)
 
     wrong = {}
     for key, entry in expected.bad.items():
         rec = records[expected.item_id(key)]
-        if rec["status"] != FAILED or entry.reason not in rec["reason"] or not m.readable(rec["reason"]):
-            wrong[entry.kind] = (rec["status"], rec["reason"])
+        if rec.status != FAILED or entry.reason not in rec.reason or not m.readable(rec.reason):
+            wrong[entry.kind] = (rec.status, rec.reason)
     assert not wrong
-    assert all(records[expected.item_id(k)]["status"] == STORED for k in expected.good)
-    assert all(not records[expected.item_id(k)]["reason"] for k in expected.good)
+    assert all(records[expected.item_id(k)].status == STORED for k in expected.good)
+    assert all(not records[expected.item_id(k)].reason for k in expected.good)
 
     # the good items are stored exactly as a run of the good files alone stores them, labels included
     clean = VoxelStore.open(clean_store)
-    clean_rows = {r["item_id"]: r["row"] for r in clean.records()}
+    clean_rows = {r.item_id: r.row for r in clean.items()}
     assert set(clean_rows) == {expected.item_id(k) for k in expected.good}
     ids = sorted(clean_rows)
-    mixed_grids = store.read([records[i]["row"] for i in ids])
+    mixed_grids = store.read([records[i].row for i in ids])
     clean_grids = clean.read([clean_rows[i] for i in ids])
     assert mixed_grids.dtype == clean_grids.dtype == np.bool_
     differ = [i for i, a, b in zip(ids, mixed_grids, clean_grids, strict=True) if not np.array_equal(a, b)]
@@ -250,7 +248,7 @@ def test_mixed_batch_fails_every_bad_item_and_stores_the_good_ones_exactly(
     mixed_labels, clean_labels = _labels(store), _labels(clean)
     assert {i: mixed_labels[i] for i in ids} == clean_labels
     # rows of failed items stay empty
-    assert not store.read([records[expected.item_id(k)]["row"] for k in expected.bad]).any()
+    assert not store.read([records[expected.item_id(k)].row for k in expected.bad]).any()
 
 
 # --------------------------------------------------------------------------- fuzzing the readers

@@ -86,12 +86,12 @@ def test_voxelize_and_compare_complete_through_s3_faults(
     assert result["stored"] == clean.summary()["stored"] and result["failed"] == 0
 
     # the manifest agrees with the data: every item once, each stored grid equal to the clean run's
-    recs = {r["item_id"]: r for r in got.records(None)}
-    clean_recs = {r["item_id"]: r for r in clean.records(None)}
-    assert recs.keys() == clean_recs.keys() and {r["status"] for r in recs.values()} == {STORED}
-    assert len({r["row"] for r in recs.values()}) == len(recs)
-    final = got.read([r["row"] for r in recs.values()])
-    np.testing.assert_array_equal(final, clean.read([clean_recs[k]["row"] for k in recs]))
+    recs = {r.item_id: r for r in got.items(None)}
+    clean_recs = {r.item_id: r for r in clean.items(None)}
+    assert recs.keys() == clean_recs.keys() and {r.status for r in recs.values()} == {STORED}
+    assert len({r.row for r in recs.values()}) == len(recs)
+    final = got.read([r.row for r in recs.values()])
+    np.testing.assert_array_equal(final, clean.read([clean_recs[k].row for k in recs]))
     # what the reader saw mid-run: each row either not written yet (empty) or already final
     whole = np.asarray(got.array(read_only=True)[:])
     for snap in snapshots:

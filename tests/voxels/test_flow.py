@@ -54,23 +54,23 @@ def test_voxelize_flow_into_s3_end_to_end(prefect_api: str, s3_batch: str, s3_bu
     summary = store.summary()
     assert summary["stored"] == len(good) and summary["failed"] == 5 and summary["pending"] == 0
     assert set(summary["classes"]) == {f.label for f in good}
-    reasons = {r["item_id"]: r["reason"] for r in store.records(FAILED)}
+    reasons = {r.item_id: r.reason for r in store.items(FAILED)}
     assert set(reasons) == {f"batch-a/{k}" for k in BAD_FILES}
     assert "empty" in reasons["batch-a/junk/empty.off"]
     assert "unsupported extension" in reasons["batch-a/junk/notes.txt"]
     assert all(reasons.values())
-    assert not any("capture" in r for r in store.records(FAILED))
+    assert not any(r.capture is not None for r in store.items(FAILED))
 
     # stored grids are exactly what the library makes of each file, with labels and splits from the tree
-    records = {r["item_id"]: r for r in store.records()}
+    records = {r.item_id: r for r in store.items()}
     cfg = VoxelConfig()
     for f in good:
         rec = records[f"batch-a/{f.key}"]
-        assert store.manifest().classes[rec["label"]] == f.label and rec["split"] == f.split
+        assert store.index().classes[rec.label] == f.label and rec.split == f.split
         cloud = isinstance(read_geometry(f.key, f.data, ReadLimits()), PointCloudData)
-        assert rec["capture"] == ("cloud" if cloud else "mesh")
+        assert rec.capture == ("cloud" if cloud else "mesh")
         expected = voxelize_item(f.key, f.data, cfg, ReadLimits())
-        np.testing.assert_array_equal(store.read([rec["row"]])[0], expected)
+        np.testing.assert_array_equal(store.read([rec.row])[0], expected)
 
     # the store really is chunked zarr v3 on S3: whole-item chunks, Blosc-compressed
     arr = store.array(read_only=True)
@@ -83,7 +83,7 @@ def test_voxelize_flow_into_s3_end_to_end(prefect_api: str, s3_batch: str, s3_bu
     again = run_flow(s3_batch, store_url, chunk_items=8, items_per_task=16)
     assert (again["skipped"], again["processed"], again["stored"]) == (len(good) + 5, 0, 0)
     assert digests(storage) == before
-    assert len(store.records(None)) == len(good) + 5
+    assert len(store.items(None)) == len(good) + 5
 
 
 def test_rerun_completes_a_run_that_died(prefect_api: str, s3_batch: str, s3_bucket: str) -> None:
@@ -98,9 +98,9 @@ def test_rerun_completes_a_run_that_died(prefect_api: str, s3_batch: str, s3_buc
     assert result["skipped"] == done_before
     assert result["processed"] == plan.total - done_before
     store = VoxelStore.open(store_url)
-    recs = store.records(None)
-    assert len(recs) == plan.total and {r["status"] for r in recs} <= {"stored", "failed"}
-    assert len({r["row"] for r in recs}) == plan.total
+    recs = store.items(None)
+    assert len(recs) == plan.total and {r.status for r in recs} <= {"stored", "failed"}
+    assert len({r.row for r in recs}) == plan.total
 
 
 def test_existing_dask_scheduler_and_appending_batches(prefect_api: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -113,8 +113,8 @@ def test_existing_dask_scheduler_and_appending_batches(prefect_api: str, tmp_pat
     assert first["stored"] == second["stored"] == 14
     store = VoxelStore.open(store_url)
     assert store.summary()["batches"] == ["b1", "b2"] and store.summary()["stored"] == 28
-    rows_b2 = [r["row"] for r in store.records() if r["batch"] == "b2"]
-    assert min(rows_b2) % store.manifest().chunk_items == 0
+    rows_b2 = [r.row for r in store.items() if r.batch == "b2"]
+    assert min(rows_b2) % store.index().chunk_items == 0
 
 
 def test_task_size_follows_the_cluster_the_flow_runs_on(prefect_api: str) -> None:
@@ -157,7 +157,7 @@ def test_commits_written_so_far_merge_while_the_last_tasks_run(
     store = VoxelStore.open(store_url)
     summary = store.summary()
     assert summary["pending"] == 0 and summary["stored"] == result["stored"] and summary["failed"] == 5
-    assert storage.list(COMMITS) == [] and len(store.records(None)) == result["items"]
+    assert storage.list(COMMITS) == [] and len(store.items(None)) == result["items"]
 
 
 def test_a_chunk_result_the_flow_has_read_is_released_from_the_cluster() -> None:

@@ -36,7 +36,7 @@ def modelnet_like(tmp_path: Path) -> dict[str, np.ndarray]:
 
 
 def _by_item(store: VoxelStore) -> dict[str, dict]:
-    return {r["item_id"]: r for r in store.records(None)}
+    return {r.item_id: r for r in store.items(None)}
 
 
 def test_import_modelnet_layout(tmp_path: Path, modelnet_like: dict[str, np.ndarray]) -> None:
@@ -53,44 +53,44 @@ def test_import_modelnet_layout(tmp_path: Path, modelnet_like: dict[str, np.ndar
     assert s["splits"] == {"train": 68, "test": 8}
 
     recs = _by_item(store)
-    assert {r["capture"] for r in store.records()} == {"grid"}
-    m = store.manifest()
+    assert {r.capture for r in store.items()} == {"grid"}
+    m = store.index()
     for split in ("train", "test"):
         x, y = modelnet_like[f"X_{split}"], modelnet_like[f"y_{split}"]
         for i in range(len(x)):
             rec = recs[f"mn/{split}/{i:06d}"]
-            assert rec["split"] == split
-            assert m.classes[rec["label"]] == CLASSES[int(y[i])]
+            assert rec.split == split
+            assert m.classes[rec.label] == CLASSES[int(y[i])]
             if x[i].any():
-                assert rec["status"] == "stored" and rec["reason"] == ""
+                assert rec.status == "stored" and rec.reason == ""
             else:
-                assert rec["status"] == "failed" and rec["reason"] == "empty grid"
+                assert rec.status == "failed" and rec.reason == "empty grid"
 
-    failed = {r["item_id"] for r in store.records("failed")}
+    failed = {r.item_id for r in store.items("failed")}
     assert failed == {"mn/train/000003", "mn/train/000066", "mn/test/000000"}
 
     # The grids read back equal the input (as bool), in the row order of the records.
-    stored = store.records()
-    got = store.read([r["row"] for r in stored])
+    stored = store.items()
+    got = store.read([r.row for r in stored])
     assert got.dtype == np.bool_ and got.shape == (76, 32, 32, 32)
     for rec, grid in zip(stored, got, strict=True):
-        split, idx = rec["item_id"].split("/")[1:]
+        split, idx = rec.item_id.split("/")[1:]
         assert np.array_equal(grid, modelnet_like[f"X_{split}"][int(idx)] != 0)
     # Rows of failed items stay empty.
-    assert not store.read([r["row"] for r in store.records("failed")]).any()
+    assert not store.read([r.row for r in store.items("failed")]).any()
 
 
 def test_reimport_stores_nothing_twice(tmp_path: Path, modelnet_like: dict[str, np.ndarray]) -> None:
     url = str(tmp_path / "store")
     import_npz(tmp_path / "mn.npz", url, classes=CLASSES, keep_frame=True)
     before = VoxelStore.open(url).summary()
-    rows_before = VoxelStore.open(url).manifest().n_rows
+    rows_before = VoxelStore.open(url).index().n_rows
     again = import_npz(tmp_path / "mn.npz", url, classes=CLASSES, keep_frame=True)
     assert again == {"items": 79, "skipped": 79, "stored": 0, "failed": 0}
     after = VoxelStore.open(url).summary()
     assert after["items"] == before["items"] == 79
     assert after["stored"] == before["stored"]
-    assert VoxelStore.open(url).manifest().n_rows == rows_before
+    assert VoxelStore.open(url).index().n_rows == rows_before
 
 
 def test_same_file_under_another_batch_name_is_new(tmp_path: Path, modelnet_like: dict[str, np.ndarray]) -> None:
@@ -110,7 +110,7 @@ def test_labels_without_classes_use_numbers_or_file_classes(tmp_path: Path) -> N
     assert store.summary()["classes"] == {"0": 1, "1": 2, "7": 1}
     recs = _by_item(store)
     assert set(recs) == {f"plain/{i:06d}" for i in range(4)}
-    assert all(r["split"] is None for r in recs.values())
+    assert all(r.split is None for r in recs.values())
 
     np.savez(tmp_path / "named.npz", X=x, y=np.array([0, 1, 1, 7]), classes=np.array(["cup", "bowl"]))
     import_npz(tmp_path / "named.npz", str(tmp_path / "b"), keep_frame=True)
@@ -132,7 +132,7 @@ def test_x_y_split_layout(tmp_path: Path) -> None:
     store = VoxelStore.open(str(tmp_path / "s"))
     recs = _by_item(store)
     # Items are numbered within their split, in file order.
-    assert {k: (r["split"], store.manifest().classes[r["label"]]) for k, r in recs.items()} == {
+    assert {k: (r.split, store.index().classes[r.label]) for k, r in recs.items()} == {
         "xys/train/000000": ("train", "p"),
         "xys/train/000001": ("train", "p"),
         "xys/train/000002": ("train", "q"),
@@ -140,8 +140,8 @@ def test_x_y_split_layout(tmp_path: Path) -> None:
         "xys/test/000001": ("test", "p"),
         "xys/test/000002": ("test", "q"),
     }
-    assert recs["xys/test/000001"]["status"] == "failed"
-    got = store.read([recs["xys/train/000002"]["row"], recs["xys/test/000002"]["row"]])
+    assert recs["xys/test/000001"].status == "failed"
+    got = store.read([recs["xys/train/000002"].row, recs["xys/test/000002"].row])
     assert np.array_equal(got[0], x[3] != 0) and np.array_equal(got[1], x[5] != 0)
     assert store.summary()["splits"] == {"train": 3, "test": 2}
 
@@ -152,8 +152,8 @@ def test_x_only_layout(tmp_path: Path) -> None:
     assert import_npz(tmp_path / "xonly.npz", str(tmp_path / "s"), keep_frame=True)["stored"] == 3
     store = VoxelStore.open(str(tmp_path / "s"))
     assert store.summary()["classes"] == {}
-    assert all(r["label"] is None for r in store.records())
-    assert np.array_equal(store.read([r["row"] for r in store.records()]), x)
+    assert all(r.label is None for r in store.items())
+    assert np.array_equal(store.read([r.row for r in store.items()]), x)
 
 
 def test_resampled_to_the_store_resolution(tmp_path: Path) -> None:
@@ -172,12 +172,12 @@ def test_resampled_to_the_store_resolution(tmp_path: Path) -> None:
     store = VoxelStore.open(url)
     assert store.summary()["resolution"] == 32
     recs = _by_item(store)
-    got = store.read([recs[f"big/{i:06d}"]["row"] for i in range(3)])
+    got = store.read([recs[f"big/{i:06d}"].row for i in range(3)])
     assert got.shape == (3, 32, 32, 32)
     assert got[0].sum() == 1 and got[0, 5, 10, 15]
     assert got[1].sum() == 24**3
     assert np.array_equal(got, resample(x64[:3], 32))
-    assert recs["big/000003"]["status"] == "failed"
+    assert recs["big/000003"].status == "failed"
 
 
 def test_new_store_at_requested_resolution(tmp_path: Path) -> None:
@@ -269,15 +269,15 @@ def test_real_modelnet10(tmp_path: Path) -> None:
     assert set(s["classes"]) == set(MODELNET10)
     assert sum(s["classes"].values()) == 4865
     assert all(n > 0 for n in s["classes"].values())
-    assert {r["reason"] for r in store.records("failed")} == {"empty grid"}
-    recs = store.records(None)
-    assert sum(r["split"] == "train" for r in recs) == 3991
-    assert sum(r["split"] == "test" for r in recs) == 908
+    assert {r.reason for r in store.items("failed")} == {"empty grid"}
+    recs = store.items(None)
+    assert sum(r.split == "train" for r in recs) == 3991
+    assert sum(r.split == "test" for r in recs) == 908
     # Spot-check one stored grid against the file.
     with np.load(path) as data:
-        first = next(r for r in store.records() if r["item_id"].startswith("voxels32/test/"))
-        i = int(first["item_id"].rsplit("/", 1)[1])
-        assert np.array_equal(store.read([first["row"]])[0], data["X_test"][i] != 0)
+        first = next(r for r in store.items() if r.item_id.startswith("voxels32/test/"))
+        i = int(first.item_id.rsplit("/", 1)[1])
+        assert np.array_equal(store.read([first.row])[0], data["X_test"][i] != 0)
 
 
 def _ball(r: int, radius: float) -> np.ndarray:
@@ -299,7 +299,7 @@ def test_into_a_field_store_grids_are_conformed_to_its_frame_and_representation(
     store_url = str(tmp_path / "store")
     counts = import_npz(tmp_path / "g.npz", store_url, voxel=voxel)
     assert counts["stored"] == 2 and counts["failed"] == 1
-    assert "zero extent" in VoxelStore.open(store_url).records("failed")[0]["reason"]
+    assert "zero extent" in VoxelStore.open(store_url).items("failed")[0].reason
     store = VoxelStore.open(store_url)
     a, b = store.read([0, 1])
     assert (a & b).sum() / (a | b).sum() >= 0.8  # the same frame (as they are: IoU 0.41)

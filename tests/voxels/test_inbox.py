@@ -11,7 +11,8 @@ import pytest
 
 from lib.storage import open_storage
 from lib.voxels import inbox
-from lib.voxels.store import MANIFEST, Manifest, VoxelStore
+from lib.voxels.index import MANIFEST, Manifest
+from lib.voxels.store import VoxelStore
 
 
 def _drop(url: str, files: dict[str, bytes]) -> None:

@@ -28,11 +28,11 @@ VOXCLUST = str(Path(sys.executable).with_name("voxclust"))
 
 
 def _assert_same_items(got: VoxelStore, clean: VoxelStore) -> None:
-    recs = got.records(None)
-    ids = [r["item_id"] for r in recs]
+    recs = got.items(None)
+    ids = [r.item_id for r in recs]
     assert len(ids) == len(set(ids)), "an item is stored twice"
-    assert len({r["row"] for r in recs}) == len(recs), "two items share a row"
-    assert not [r for r in recs if r["status"] == PENDING]
+    assert len({r.row for r in recs}) == len(recs), "two items share a row"
+    assert not [r for r in recs if r.status == PENDING]
     want, have = grids_by_item(clean.url)[0], grids_by_item(got.url)[0]
     assert have.keys() == want.keys()
     for key, grid in want.items():
@@ -147,7 +147,7 @@ def test_the_flow_process_killed_mid_batch_then_run_again(
     # no orphaned partial writes: no commit records or locks left, every chunk object belongs to a row
     left = [o.key for o in storage.list() if o.key.startswith(("_commits/", "_locks/"))]
     assert not left, left
-    n_chunks = -(-store.manifest().n_rows // store.manifest().chunk_items)
+    n_chunks = -(-store.index().n_rows // store.index().chunk_items)
     chunk_keys = [o.key for o in storage.list("voxels/c")]
     assert all(int(k.split("/")[2]) < n_chunks for k in chunk_keys)
 
@@ -176,10 +176,10 @@ def test_two_batches_into_one_store_at_the_same_time(
     for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
     store = VoxelStore.open(store_url)
-    recs = store.records(None)
-    assert {r["batch"] for r in recs} == {"b1", "b2"}
-    assert all(r["status"] == STORED for r in recs)
-    assert len({r["row"] for r in recs}) == len(recs) == clean.summary()["stored"] * 2
+    recs = store.items(None)
+    assert {r.batch for r in recs} == {"b1", "b2"}
+    assert all(r.status == STORED for r in recs)
+    assert len({r.row for r in recs}) == len(recs) == clean.summary()["stored"] * 2
     have, _ = grids_by_item(store_url)
     for ref in (clean.url, clean2_url):
         for key, grid in grids_by_item(ref)[0].items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from lib.scans.batch import BatchItem
 from lib.scans.voxelize import VoxelConfig
 from lib.storage import Storage, open_storage
+from lib.voxels.records import Region
 from lib.voxels.store import FAILED, PENDING, STORED, ItemResult, StoreError, VoxelStore
 
 R = 8
@@ -54,17 +56,17 @@ def test_plan_write_finalize(storage: Storage) -> None:
     plan = store.plan("b1", "s3://in/b1", items(10))
     assert (plan.total, plan.reserved, plan.skipped, plan.resumed) == (10, 10, 0, 0)
     assert [(j.chunk, j.start, j.stop) for j in plan.jobs] == [(0, 0, 4), (1, 4, 8), (2, 8, 10)]
-    assert {r["status"] for r in store.records(None)} == {PENDING}
+    assert {r.status for r in store.items(None)} == {PENDING}
     write_all(store, plan.jobs, fail_rows={3})
     assert store.finalize() == 10
-    recs = store.records(None)
-    assert [r["status"] for r in recs].count(STORED) == 9
-    failed = store.records(FAILED)
-    assert [(r["item_id"], r["reason"]) for r in failed] == [("b1/f003.off", "bad file")]
-    stored_rows = [r["row"] for r in store.records()]
+    recs = store.items(None)
+    assert [r.status for r in recs].count(STORED) == 9
+    failed = store.items(FAILED)
+    assert [(r.item_id, r.reason) for r in failed] == [("b1/f003.off", "bad file")]
+    stored_rows = [r.row for r in store.items()]
     np.testing.assert_array_equal(store.read(stored_rows), np.stack([grid_for(r) for r in stored_rows]))
     assert not store.read([3]).any()  # a failed item's row stays empty
-    assert recs[0]["source"] == "s3://in/b1/f000.off" and recs[0]["split"] == "test"
+    assert recs[0].source == "s3://in/b1/f000.off" and recs[0].split == "test"
     summary = store.summary()
     assert (summary["stored"], summary["failed"], summary["pending"]) == (9, 1, 0)
     assert summary["classes"] == {"cls": 9}
@@ -78,7 +80,7 @@ def test_rerun_stores_nothing_twice_and_append_keeps_old_bytes(storage: Storage)
     before = chunk_digests(storage)
     again = store.plan("b1", "src", items(6))
     assert (again.jobs, again.skipped, again.reserved) == ([], 6, 0)
-    assert len(store.records(None)) == 6
+    assert len(store.items(None)) == 6
     # a new batch appends at the next chunk boundary and never touches the first batch's chunks
     other = store.plan("b2", "src2", items(5, prefix="g", label="other"))
     assert other.jobs[0].start == 8
@@ -86,7 +88,7 @@ def test_rerun_stores_nothing_twice_and_append_keeps_old_bytes(storage: Storage)
     store.finalize()
     after = chunk_digests(storage)
     assert {k: after[k] for k in before} == before
-    assert store.manifest().classes == ["cls", "other"]
+    assert store.index().classes == ["cls", "other"]
     assert store.summary()["stored"] == 11
 
 
@@ -99,14 +101,14 @@ def test_a_run_that_died_is_completed_by_the_rerun(storage: Storage) -> None:
     assert [j.chunk for j in resumed.jobs] == [1, 2]
     write_all(store, resumed.jobs)
     store.finalize()
-    recs = store.records(None)
-    assert len(recs) == 12 and {r["status"] for r in recs} == {STORED}
-    assert sorted(r["row"] for r in recs) == list(range(12))
+    recs = store.items(None)
+    assert len(recs) == 12 and {r.status for r in recs} == {STORED}
+    assert sorted(r.row for r in recs) == list(range(12))
 
 
 def test_settings_must_agree(storage: Storage) -> None:
     VoxelStore.open_or_create(storage, VoxelConfig(resolution=R), chunk_items=4)
-    assert VoxelStore.open_or_create(storage, None).manifest().resolution == R
+    assert VoxelStore.open_or_create(storage, None).index().resolution == R
     with pytest.raises(StoreError, match="made with"):
         VoxelStore.open_or_create(storage, VoxelConfig(resolution=16))
     with pytest.raises(StoreError, match="chunk_items"):
@@ -143,7 +145,7 @@ def test_concurrent_plans_reserve_disjoint_rows(storage: Storage) -> None:
     chunks = [j.chunk for p in plans.values() for j in p.jobs]
     assert len(chunks) == len(set(chunks))  # no chunk shared between batches
     store = VoxelStore.open(storage.url)
-    assert len(store.records(None)) == 28
+    assert len(store.items(None)) == 28
     assert store.array().shape[0] >= max(rows) + 1
 
 
@@ -168,13 +170,13 @@ def copy_store_v1(storage: Storage) -> None:
 def test_a_store_of_format_1_opens_as_it_is_and_its_first_write_migrates_it(storage: Storage) -> None:
     copy_store_v1(storage)
     store = VoxelStore.open(storage)
-    before = {r["item_id"]: r for r in store.records(None)}
-    assert {k: r["status"] for k, r in before.items()} == {
+    before = {r.item_id: r for r in store.items(None)}
+    assert {k: r.status for k, r in before.items()} == {
         **{f"one/{k}": STORED for k in ("bowl/0.off", "cup/1.off", "bowl/2.off", "cup/4.off")},
         "one/cup/3.off": FAILED,
         **{f"two/s{i}.pcd": PENDING for i in range(3)},
     }
-    grids = store.read(sorted(r["row"] for r in before.values()))
+    grids = store.read(sorted(r.row for r in before.values()))
     assert storage.read_json("manifest.json")["format"] == "voxclust-store/1"  # reading migrates nothing
     assert VoxelStore.open_or_create(storage).summary()["stored"] == 4
 
@@ -186,12 +188,12 @@ def test_a_store_of_format_1_opens_as_it_is_and_its_first_write_migrates_it(stor
         "one": {STORED: 4, FAILED: 1, PENDING: 0},
         "two": {STORED: 2, FAILED: 0, PENDING: 1},
     }
-    after = {r["item_id"]: r for r in store.records(None)}
+    after = {r.item_id: r for r in store.items(None)}
     assert after.keys() == before.keys()
     for key, rec in before.items():
-        want = {**rec, "status": STORED, "capture": "cloud"} if key in ("two/s0.pcd", "two/s1.pcd") else rec
+        want = replace(rec, status=STORED, capture="cloud") if key in ("two/s0.pcd", "two/s1.pcd") else rec
         assert after[key] == want
-    assert np.array_equal(store.read(sorted(r["row"] for r in before.values())), grids)
+    assert np.array_equal(store.read(sorted(r.row for r in before.values())), grids)
     assert store.summary()["classes"] == {"bowl": 2, "cup": 2}
 
     # Batch two resumes its pending item; a new batch starts on the next chunk boundary.
@@ -221,8 +223,8 @@ def test_a_batch_reads_and_writes_the_index_and_its_own_records_only(storage: St
     # Earlier batches' records were not rewritten; the index grew by one batch's entry, not by 20 records.
     assert {o.key: storage.read_bytes(o.key) for o in storage.list("manifest") if o.key in parts} == parts
     assert len(storage.read_bytes("manifest.json")) < index_size * 1.3
-    assert len(store.records()) == 7 * 20
-    assert [r["item_id"] for r in store.records(batches=["b3"])] == [f"b3/f{i:03d}.off" for i in range(20)]
+    assert len(store.items()) == 7 * 20
+    assert [r.item_id for r in store.items(region=Region(batches=("b3",)))] == [f"b3/f{i:03d}.off" for i in range(20)]
 
 
 def test_records_of_rows_a_plan_never_got_are_ignored(storage: Storage) -> None:
@@ -235,12 +237,12 @@ def test_records_of_rows_a_plan_never_got_are_ignored(storage: Storage) -> None:
     doc = storage.read_json(part)
     ghost = [{**r, "row": r["row"] + 4, "item_id": f"a/g{i}", "status": PENDING} for i, r in enumerate(doc["items"])]
     storage.write_json(part, {**doc, "items": doc["items"] + ghost})
-    assert len(store.records(None)) == 4
+    assert len(store.items(None)) == 4
     plan = store.plan("b", "s3://in/b", items(4, prefix="g"))  # gets rows 4-7, the ghosts' rows
     assert plan.jobs[0].start == 4
     write_all(store, plan.jobs)
     store.finalize()
-    owners = {r["row"]: r["batch"] for r in store.records(None)}
+    owners = {r.row: r.batch for r in store.items(None)}
     assert owners == {**dict.fromkeys(range(4), "a"), **dict.fromkeys(range(4, 8), "b")}
     again = store.plan("a", "s3://in/a", items(4))
     assert (again.skipped, again.reserved, again.resumed) == (4, 0, 0)
