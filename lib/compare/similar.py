@@ -26,6 +26,8 @@ from lib.compare.publish import finished_runs, latest_report_url
 from lib.compare.records import read_report
 from lib.errors import VoxclustError
 from lib.report import plots
+from lib.scans.readers.base import ReadLimits
+from lib.scans.voxelize import voxelize_item
 from lib.storage import open_storage
 from lib.voxels.store import VoxelStore
 
@@ -71,9 +73,6 @@ def stored_query(store: VoxelStore, item_id: str) -> Query:
 
 def file_query(store: VoxelStore, path: Path) -> Query:
     """A scan file not in the store, read and voxelized with the store's settings (ReadError when it cannot)."""
-    from lib.scans.readers.base import ReadLimits
-    from lib.voxels.ingest import voxelize_item
-
     grid = voxelize_item(path.name, path.read_bytes(), store.voxel_config(), ReadLimits())
     return Query(label=path.name, grid=grid)
 

@@ -18,7 +18,6 @@ import numpy as np
 from lib.scans.batch import batch_name_from_url, key_problem, list_batch
 from lib.scans.readers import ReadError, ReadLimits
 from lib.scans.voxelize import VoxelConfig, voxelize_scan
-from lib.scans.voxelize import voxelize_item as voxelize_item  # for lib.compare.similar until it imports it from there
 from lib.storage import Storage, StorageError, open_storage
 from lib.voxels.store import FAILED, STORED, BatchPlan, ChunkJob, ItemResult, VoxelStore
 
