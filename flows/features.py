@@ -10,7 +10,7 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from lib.features.runs import RunRequest
 from lib.progress import emit
 from lib.voxels.records import Region
-from tasks.features import create_run, embed, evaluate_run, recluster, train_epoch
+from tasks.features import create_run, embed, evaluate_run, prepare_epoch, train_epoch
 
 
 def _rounded(entry: dict[str, Any]) -> str:
@@ -41,7 +41,7 @@ def train_features(request: RunRequest, embed_region: Region | None = None) -> d
         emit(f"train {method}", ref.epochs_done, ref.epochs)
     for epoch in range(ref.epochs_done, ref.epochs):
         if ref.has_prepare:
-            recluster(ref.run_url, epoch)
+            prepare_epoch(ref.run_url, epoch)
         entry = train_epoch(ref.run_url, epoch)
         log.info("epoch %d: %s", epoch, _rounded(entry))
         update_progress_artifact(progress, 100.0 * (epoch + 1) / ref.epochs)

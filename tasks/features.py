@@ -25,9 +25,9 @@ def create_run(request: RunRequest) -> RunRef:
     return runs.create_run(request)
 
 
-@task(name="recluster", tags=GPU, retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def recluster(run_url: str, epoch: int) -> dict[str, Any]:
-    """The method's pre-epoch step (DeepCluster: embed, PCA-whiten, faiss k-means)."""
+@task(name="prepare-epoch", tags=GPU, retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def prepare_epoch(run_url: str, epoch: int) -> dict[str, Any]:
+    """The method's pre-epoch step (DeepCluster: embed, PCA-whiten, faiss k-means; SCAN: mine neighbours)."""
     return runs.Session(run_url).prepare(epoch)
 
 

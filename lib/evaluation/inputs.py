@@ -25,7 +25,7 @@ class ClusterError(VoxclustError, ValueError):
     """Bad input to clustering, PCA or the metrics."""
 
 
-def _as_features(x: npt.ArrayLike, *, name: str = "features", min_rows: int = 2) -> F32:
+def as_features(x: npt.ArrayLike, *, name: str = "features", min_rows: int = 2) -> F32:
     """Validate a 2-D finite numeric matrix and return it as C-contiguous float32 (what faiss wants)."""
     arr = np.asarray(x)
     if arr.ndim != 2:

@@ -63,7 +63,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.cluster import kmeans_plusplus
 
-from lib.evaluation.inputs import _BLOCK_ELEMENTS, F32, I64, ClusterError, _as_features
+from lib.evaluation.inputs import _BLOCK_ELEMENTS, F32, I64, ClusterError, as_features
 
 __all__ = [
     "INITS",
@@ -198,7 +198,7 @@ def kmeans(
     ``gpu``: None trains on faiss's GPUs when it sees any (CPU otherwise), True requires them (ClusterError
     if there are none), False forces the CPU.
     """
-    xf = _as_features(x)
+    xf = as_features(x)
     n, d = xf.shape
     if isinstance(k, bool) or not isinstance(k, int | np.integer):
         raise ClusterError(f"k must be an integer, got {k!r}")
@@ -265,7 +265,7 @@ def kmeans(
 
 def elbow(x: npt.ArrayLike, ks: Sequence[int], seed: int = 0, restarts: int = 3) -> list[tuple[int, float]]:
     """(k, inertia) of ``kmeans(x, k)`` for each k in ``ks``, in the given order."""
-    xf = _as_features(x)
+    xf = as_features(x)
     return [(int(k), kmeans(xf, k, seed=seed, restarts=restarts).inertia) for k in ks]
 
 
@@ -349,7 +349,7 @@ class ElbowResult:
 
 def elbow_sweep(x: npt.ArrayLike, ks: Sequence[int] | None = None, seed: int = 0, restarts: int = 3) -> ElbowResult:
     """``elbow`` over ``ks`` (default ``elbow_ks(n_rows)``), sorted by k, and the knee of that curve."""
-    xf = _as_features(x, min_rows=3)
+    xf = as_features(x, min_rows=3)
     chosen = elbow_ks(xf.shape[0]) if ks is None else sorted(ks)
     if not chosen:
         raise ClusterError("ks is empty")

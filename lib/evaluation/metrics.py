@@ -31,10 +31,10 @@ from lib.evaluation.inputs import (
     F32,
     I64,
     ClusterError,
-    _as_features,
     _as_labels,
     _label_pair,
     _scored_labels,
+    as_features,
 )
 
 __all__ = ["ari", "cluster_accuracy", "cluster_summary", "contingency", "nmi", "purity", "silhouette"]
@@ -91,7 +91,7 @@ def silhouette(
     the silhouette is undefined: fewer than 3 rows, or fewer than 2 clusters, or as many clusters as rows,
     in the (sampled) rows.
     """
-    xf = _as_features(x, name="x", min_rows=1)
+    xf = as_features(x, name="x", min_rows=1)
     y = _as_labels(labels, "labels")
     if y.shape[0] != xf.shape[0]:
         raise ClusterError(f"x has {xf.shape[0]} rows but labels has {y.shape[0]}")
@@ -147,7 +147,7 @@ def cluster_summary(
     ``clusters``; a cluster holding only unknown rows has a column of zeros). Unknown rows take part in
     everything but the label metrics.
     """
-    xf = _as_features(x, min_rows=1)
+    xf = as_features(x, min_rows=1)
     y = _as_labels(labels, "labels")
     if y.shape[0] != xf.shape[0]:
         raise ClusterError(f"x has {xf.shape[0]} rows but labels has {y.shape[0]}")

@@ -8,14 +8,14 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from lib.evaluation.inputs import ClusterError, _as_features, _class_labels
+from lib.evaluation.inputs import ClusterError, _class_labels, as_features
 
 EPS = 1e-12
 
 
 def nearest_neighbours(x: npt.ArrayLike, k: int) -> npt.NDArray[np.int64]:
     """(N, k) indices of each row's ``k`` most cosine-similar other rows, most similar first."""
-    f = _as_features(x, min_rows=1).astype(np.float32)
+    f = as_features(x, min_rows=1).astype(np.float32)
     n = len(f)
     if not 1 <= k < n:
         raise ClusterError(f"{k} neighbours asked for, but only {n} items to find them among")
@@ -32,7 +32,7 @@ def nearest_neighbours(x: npt.ArrayLike, k: int) -> npt.NDArray[np.int64]:
 
 def neighbour_agreement(x: npt.ArrayLike, labels: npt.ArrayLike, k: int = 20) -> float:
     """Mean share of each labelled row's ``k`` nearest neighbours (among the labelled rows) with its class."""
-    f = _as_features(x, min_rows=1)
+    f = as_features(x, min_rows=1)
     y = _class_labels(labels, len(f), "labels")
     known = y >= 0
     return label_agreement(nearest_neighbours(f[known], k), y[known])

@@ -24,7 +24,7 @@ import numpy.typing as npt
 import scipy.linalg
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
-from lib.evaluation.inputs import _BLOCK_ELEMENTS, F32, F64, ClusterError, _as_features
+from lib.evaluation.inputs import _BLOCK_ELEMENTS, F32, F64, ClusterError, as_features
 
 __all__ = ["PCAModel", "fit_pca", "l2_normalize", "pca"]
 
@@ -51,7 +51,7 @@ class PCAModel:
         return int(self.components.shape[0])
 
     def transform(self, x: npt.ArrayLike) -> F32:
-        xf = _as_features(x, name="x", min_rows=1)
+        xf = as_features(x, name="x", min_rows=1)
         if xf.shape[1] != self.mean.shape[0]:
             raise ClusterError(f"x has {xf.shape[1]} columns; this PCA was fitted on {self.mean.shape[0]}")
         out = np.empty((xf.shape[0], self.dim), dtype=np.float32)
@@ -93,7 +93,7 @@ def _top_eigenpairs(sym: F64, r: int) -> tuple[F64, F64]:
 
 def fit_pca(x: npt.ArrayLike, dim: int, whiten: bool = False, eps: float = 1e-5) -> PCAModel:
     """Fit PCA keeping the top ``min(dim, D, N - 1)`` principal directions (exact, float64)."""
-    xf = _as_features(x, name="x")
+    xf = as_features(x, name="x")
     if dim < 1:
         raise ClusterError(f"dim must be >= 1, got {dim}")
     if eps < 0 or not np.isfinite(eps):

@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse
 
-from lib.evaluation.inputs import F32, I64, ClusterError, _as_features
+from lib.evaluation.inputs import F32, I64, ClusterError, as_features
 from lib.evaluation.pca import l2_normalize
 
 __all__ = ["PICResult", "pic"]
@@ -101,7 +101,7 @@ def pic(
         raise ClusterError(f"sigma must be a finite number > 0, got {sigma}")
     if not (np.isfinite(alpha) and 0 < alpha <= 1):
         raise ClusterError(f"alpha must lie in (0, 1], got {alpha}")
-    xf = _as_features(x)
+    xf = as_features(x)
     if l2:
         xf = l2_normalize(xf)
     n = xf.shape[0]

@@ -16,12 +16,12 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.cluster import SpectralClustering
 
-from lib.evaluation.inputs import I64, ClusterError, _as_features
+from lib.evaluation.inputs import I64, ClusterError, as_features
 
 
 def spectral(x: npt.ArrayLike, k: int, n_neighbors: int = 10, seed: int = 0) -> I64:
     """A k-way spectral partition of the rows of ``x`` on their k-NN graph; (N,) int64 labels."""
-    f = _as_features(x, min_rows=3)
+    f = as_features(x, min_rows=3)
     n = len(f)
     if not 2 <= k < n:
         raise ClusterError(f"spectral clustering needs 2 <= k < rows, got k={k} for {n} rows")

@@ -136,7 +136,7 @@ def test_runs_are_reused_and_report_rerenders_without_training(prefect_api: str,
     x1, _, _ = read_embedding(run_url_for(store, entry), "all")
     again = compare_methods(store, [entry], FAST, device="cpu", return_state=True)  # type: ignore[call-arg]
     names = [n for n, _ in _task_runs_recursive(again.state_details.flow_run_id)]
-    assert not any(n.startswith(("train-epoch", "recluster")) for n in names)
+    assert not any(n.startswith(("train-epoch", "prepare-epoch")) for n in names)
     x2, _, _ = read_embedding(run_url_for(store, entry), "all")
     np.testing.assert_array_equal(x1, x2)
     assert again.result()["rows"] == first["rows"]

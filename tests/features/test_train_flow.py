@@ -37,8 +37,8 @@ def test_deepcluster_flow_on_s3_resumes_after_a_dead_worker(prefect_api: str, s3
     result = state.result()
     tasks = task_runs(state.state_details.flow_run_id)
     names = sorted(name.rsplit("-", 1)[0] for name, _ in tasks)
-    # epoch 0 is not redone; epoch 1 was prepared already (its recluster task returns the logged values)
-    assert names.count("train-epoch") == 2 and names.count("recluster") == 2
+    # epoch 0 is not redone; epoch 1 was prepared already (its prepare-epoch task returns the logged values)
+    assert names.count("train-epoch") == 2 and names.count("prepare-epoch") == 2
     assert all(tags == ["gpu"] for name, tags in tasks if not name.startswith("create-run"))
     x, rows, attrs = read_embedding(result["run"], "all")
     assert x.shape == (59, 16) and len(rows) == 59

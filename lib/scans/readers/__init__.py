@@ -38,12 +38,12 @@ from pathlib import PurePosixPath
 
 from lib.scans.readers.base import (
     Geometry,
+    InvalidInput,
     MeshData,
     PointCloudData,
     Reader,
     ReadError,
     ReadLimits,
-    _Invalid,
     _printable,
     _too_big,
 )
@@ -96,7 +96,7 @@ def read_geometry(source: str, data: bytes, limits: ReadLimits = ReadLimits()) -
         return _read(source, data, limits)
     except ReadError:
         raise
-    except _Invalid as exc:
+    except InvalidInput as exc:
         raise ReadError(source, _printable(str(exc))) from None
     except Exception as exc:  # anything from trimesh/numpy/json/...: keep its message
         kind = _extension(source)[1:].upper() or "input"
@@ -129,13 +129,13 @@ def _read(source: str, data: bytes, limits: ReadLimits) -> Geometry:
     if not isinstance(data, bytes):
         data = bytes(data)
     if len(data) > limits.max_bytes:
-        raise _Invalid(_too_big(len(data), limits))
+        raise InvalidInput(_too_big(len(data), limits))
     ext = _extension(source)
     reader = READERS.get(ext)
     if reader is None:
         supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))
         shown = ext or "(none)"
-        raise _Invalid(f"unsupported extension '{shown}'; supported: {supported}")
+        raise InvalidInput(f"unsupported extension '{shown}'; supported: {supported}")
     if not data[:64].strip() and not data.strip():
-        raise _Invalid("empty file")
+        raise InvalidInput("empty file")
     return _validate(reader(data, limits), limits)

@@ -1,7 +1,7 @@
 """The readers' shared vocabulary: the result types, the limits, the one error type and its reasons.
 
 Every failure of a reader is raised as :class:`ReadError` (``str(err) == f"{source}: {reason}"``).
-Inside the package a reader raises :class:`_Invalid` with the reason; :func:`lib.scans.readers.read_geometry`
+Inside the package a reader raises :class:`InvalidInput` with the reason; :func:`lib.scans.readers.read_geometry`
 turns it into a :class:`ReadError` naming the source.
 
 Returned arrays are float64 ``(N, 3)`` vertices/points and int64 ``(F, 3)`` faces.
@@ -66,8 +66,8 @@ Reader = Callable[[bytes, ReadLimits], Geometry]
 _MAX_HEADER_BYTES = 64 * 1024
 
 
-class _Invalid(Exception):
-    """Internal: a reason why the input is unreadable (turned into ReadError)."""
+class InvalidInput(Exception):
+    """A reason why the input is unreadable: what a reader raises (the reader table turns it into ReadError)."""
 
 
 # --------------------------------------------------------------------------- reasons

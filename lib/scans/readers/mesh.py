@@ -31,10 +31,10 @@ import numpy as np
 from lib.scans.readers.base import (
     _MAX_HEADER_BYTES,
     Geometry,
+    InvalidInput,
     MeshData,
     PointCloudData,
     ReadLimits,
-    _Invalid,
     _too_many,
 )
 
@@ -94,8 +94,8 @@ def _load_trimesh(data: bytes, file_type: str) -> Geometry:
     if clouds:
         return PointCloudData(np.concatenate([np.asarray(c.vertices).reshape(-1, 3) for c in clouds]))
     if not parts:
-        raise _Invalid("mesh has no vertices and no faces")
-    raise _Invalid(f"no mesh or point geometry found (got {type(loaded).__name__})")
+        raise InvalidInput("mesh has no vertices and no faces")
+    raise InvalidInput(f"no mesh or point geometry found (got {type(loaded).__name__})")
 
 
 # --------------------------------------------------------------------------- OFF
@@ -110,27 +110,27 @@ def _check_off(data: bytes, limits: ReadLimits) -> bytes:
     match = _OFF_HEADER.match(text)
     if match is None:
         head = text.lstrip()[:20]
-        raise _Invalid(f"not an OFF file: bad header {head!r}")
+        raise InvalidInput(f"not an OFF file: bad header {head!r}")
     nverts, nfaces = int(match.group(2)), int(match.group(3))
     if nverts > limits.max_vertices:
-        raise _Invalid(_too_many(nverts, limits))
+        raise InvalidInput(_too_many(nverts, limits))
     lines = [ln for ln in (s.strip() for s in text[match.end() :].splitlines()) if ln]
     if len(lines) < nverts + nfaces:
-        raise _Invalid(
+        raise InvalidInput(
             f"truncated OFF: header declares {nverts} vertices and {nfaces} faces "
             f"but only {len(lines)} data lines follow"
         )
     for i, line in enumerate(lines[:nverts]):
         if len(line.split()) < 3:
-            raise _Invalid(f"OFF vertex {i} has fewer than 3 coordinates: {line[:40]!r}")
+            raise InvalidInput(f"OFF vertex {i} has fewer than 3 coordinates: {line[:40]!r}")
     for i, line in enumerate(lines[nverts : nverts + nfaces]):
         tokens = line.split()
         try:
             k = int(tokens[0])
         except ValueError:
-            raise _Invalid(f"OFF face {i} does not start with a vertex count: {line[:40]!r}") from None
+            raise InvalidInput(f"OFF face {i} does not start with a vertex count: {line[:40]!r}") from None
         if k < 3 or len(tokens) < k + 1:
-            raise _Invalid(f"OFF face {i} is malformed: {line[:40]!r}")
+            raise InvalidInput(f"OFF face {i} is malformed: {line[:40]!r}")
     body = "\n".join(lines)
     return f"OFF\n{nverts} {nfaces} {match.group(4) or 0}\n{body}\n".encode()
 
@@ -160,10 +160,10 @@ _PLY_SCALAR_SIZES = {
 def _check_ply(data: bytes, limits: ReadLimits) -> None:
     """Parse the PLY header; reject huge vertex counts and truncated bodies before trimesh."""
     if not data.startswith(b"ply"):
-        raise _Invalid("not a PLY file: missing 'ply' magic")
+        raise InvalidInput("not a PLY file: missing 'ply' magic")
     end = data.find(b"end_header", 0, _MAX_HEADER_BYTES)
     if end < 0:
-        raise _Invalid("not a PLY file: no 'end_header' in the header")
+        raise InvalidInput("not a PLY file: no 'end_header' in the header")
     newline = data.find(b"\n", end)
     body_start = len(data) if newline < 0 else newline + 1
     header = data[:end].decode("ascii", errors="replace")
@@ -178,7 +178,7 @@ def _check_ply(data: bytes, limits: ReadLimits) -> None:
             fmt = tokens[1]
         elif key == "element":
             if len(tokens) < 3 or not tokens[2].isdigit():
-                raise _Invalid(f"malformed PLY element line: {raw.strip()[:60]!r}")
+                raise InvalidInput(f"malformed PLY element line: {raw.strip()[:60]!r}")
             elements.append((tokens[1], int(tokens[2]), 0))
         elif key == "property" and elements:
             name, count, size = elements[-1]
@@ -189,19 +189,19 @@ def _check_ply(data: bytes, limits: ReadLimits) -> None:
                 size += _PLY_SCALAR_SIZES.get(tokens[1], 1)
             elements[-1] = (name, count, size)
     if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
-        raise _Invalid(f"unknown PLY format {fmt!r}")
+        raise InvalidInput(f"unknown PLY format {fmt!r}")
     for name, count, _ in elements:
         if name == "vertex" and count > limits.max_vertices:
-            raise _Invalid(_too_many(count, limits))
+            raise InvalidInput(_too_many(count, limits))
     body = len(data) - body_start
     if fmt == "ascii":
         total = sum(count for _, count, _ in elements)
         if total > body:  # every element needs at least one byte
-            raise _Invalid(f"truncated PLY: header declares {total} elements in {body} bytes")
+            raise InvalidInput(f"truncated PLY: header declares {total} elements in {body} bytes")
     else:
         need = sum(count * size for _, count, size in elements)
         if need > body:
-            raise _Invalid(f"truncated binary PLY: header needs at least {need} bytes, got {body}")
+            raise InvalidInput(f"truncated binary PLY: header needs at least {need} bytes, got {body}")
 
 
 # --------------------------------------------------------------------------- STL
@@ -212,13 +212,13 @@ def _check_stl(data: bytes, limits: ReadLimits) -> None:
         count = int(np.frombuffer(data[80:84], dtype="<u4")[0])
         if len(data) == 84 + 50 * count:
             if 3 * count > limits.max_vertices:
-                raise _Invalid(_too_many(3 * count, limits))
+                raise InvalidInput(_too_many(3 * count, limits))
             return  # well-formed binary STL
     if data.lstrip()[:5].lower() == b"solid":
         return  # ASCII STL: trimesh parses it
     if len(data) < 84:
-        raise _Invalid(f"truncated binary STL: {len(data)} bytes is shorter than the 84-byte header")
-    raise _Invalid(
+        raise InvalidInput(f"truncated binary STL: {len(data)} bytes is shorter than the 84-byte header")
+    raise InvalidInput(
         f"truncated or corrupt binary STL: header declares {count} triangles "
         f"({84 + 50 * count} bytes), file has {len(data)} bytes"
     )
@@ -234,7 +234,7 @@ def _check_obj(data: bytes) -> None:
     match = _OBJ_ZERO_INDEX.search(data)
     if match is not None:
         line = data.count(b"\n", 0, match.start()) + 1
-        raise _Invalid(f"OBJ face on line {line} uses vertex index 0 (OBJ indices start at 1)")
+        raise InvalidInput(f"OBJ face on line {line} uses vertex index 0 (OBJ indices start at 1)")
 
 
 # --------------------------------------------------------------------------- GLB
@@ -242,7 +242,7 @@ def _check_obj(data: bytes) -> None:
 
 def _check_glb(data: bytes) -> None:
     if len(data) < 12 or data[:4] != b"glTF":
-        raise _Invalid("not a GLB file: missing 'glTF' magic")
+        raise InvalidInput("not a GLB file: missing 'glTF' magic")
     length = int(np.frombuffer(data[8:12], dtype="<u4")[0])
     if length > len(data):
-        raise _Invalid(f"truncated GLB: header declares {length} bytes, file has {len(data)}")
+        raise InvalidInput(f"truncated GLB: header declares {length} bytes, file has {len(data)}")

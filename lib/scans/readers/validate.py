@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from lib.scans.readers.base import Geometry, MeshData, PointCloudData, ReadLimits, _Invalid, _too_many
+from lib.scans.readers.base import Geometry, InvalidInput, MeshData, PointCloudData, ReadLimits, _too_many
 
 
 def _validate(geometry: Geometry, limits: ReadLimits) -> Geometry:
     if isinstance(geometry, PointCloudData):
         pts = np.ascontiguousarray(geometry.points, dtype=np.float64).reshape(-1, 3)
         if len(pts) == 0:
-            raise _Invalid("no points")
+            raise InvalidInput("no points")
         if len(pts) > limits.max_vertices:
-            raise _Invalid(_too_many(len(pts), limits, "points"))
+            raise InvalidInput(_too_many(len(pts), limits, "points"))
         _check_finite(pts, "point")
         _check_extent(pts)
         return PointCloudData(pts)
@@ -33,28 +33,28 @@ def _validate(geometry: Geometry, limits: ReadLimits) -> Geometry:
         faces = np.zeros((0, 3), dtype=np.int64)
     else:
         if faces_in.ndim != 2 or faces_in.shape[1] != 3:
-            raise _Invalid(f"faces must be triangles, got array of shape {faces_in.shape}")
+            raise InvalidInput(f"faces must be triangles, got array of shape {faces_in.shape}")
         faces = np.ascontiguousarray(faces_in, dtype=np.int64)
     if len(verts) == 0 and len(faces) == 0:
-        raise _Invalid("mesh has no vertices and no faces")
+        raise InvalidInput("mesh has no vertices and no faces")
     if len(verts) == 0:
-        raise _Invalid("mesh has faces but no vertices")
+        raise InvalidInput("mesh has faces but no vertices")
     if len(verts) > limits.max_vertices:
-        raise _Invalid(_too_many(len(verts), limits))
+        raise InvalidInput(_too_many(len(verts), limits))
     _check_finite(verts, "vertex")
     if len(faces):
         lo, hi = int(faces.min()), int(faces.max())
         if lo < 0:
-            raise _Invalid(f"face index {lo} is negative")
+            raise InvalidInput(f"face index {lo} is negative")
         if hi >= len(verts):
-            raise _Invalid(f"face index {hi} is past the vertex list ({len(verts)} vertices)")
+            raise InvalidInput(f"face index {hi} is past the vertex list ({len(verts)} vertices)")
     _check_extent(verts)
     if len(faces) == 0:
         # vertices only: a point cloud
         return PointCloudData(verts)
     # areas relative to the bounding box (finite and > 0 here): raw cross products of huge coordinates overflow
     if not _any_face_with_area(verts, faces):
-        raise _Invalid(f"zero-area mesh: all {len(faces)} faces have zero area")
+        raise InvalidInput(f"zero-area mesh: all {len(faces)} faces have zero area")
     return MeshData(verts, faces)
 
 
@@ -76,7 +76,7 @@ def _check_finite(arr: np.ndarray, what: str) -> None:
     if bad.any():
         row = int(np.nonzero(bad.any(axis=1))[0][0])
         kind = "NaN" if np.isnan(arr[row]).any() else "inf"
-        raise _Invalid(f"non-finite coordinate ({kind}) in {what} {row}")
+        raise InvalidInput(f"non-finite coordinate ({kind}) in {what} {row}")
 
 
 def _check_extent(arr: np.ndarray) -> None:
@@ -84,6 +84,8 @@ def _check_extent(arr: np.ndarray) -> None:
         span = np.ptp(arr, axis=0)
     if not np.isfinite(span).all():
         biggest = float(np.abs(arr).max())
-        raise _Invalid(f"coordinates out of range: their spread overflows float64 (|coordinate| up to {biggest:.3g})")
+        raise InvalidInput(
+            f"coordinates out of range: their spread overflows float64 (|coordinate| up to {biggest:.3g})"
+        )
     if not np.any(span > 0):
-        raise _Invalid(f"degenerate: all points coincide ({len(arr)} points)")
+        raise InvalidInput(f"degenerate: all points coincide ({len(arr)} points)")
