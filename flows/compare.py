@@ -265,12 +265,10 @@ def run_compare(
 ) -> dict[str, Any]:
     """Run ``compare-methods`` ad hoc, training ``train_workers`` methods side by side (default: the setting)
     on a Dask runner (``dask_address``, else a LocalCluster of that many single-threaded workers)."""
+    from flows.runners import dask_runner, run_flow
+
     workers = settings(train_workers=train_workers).train_workers
     flow_ = compare_methods
     if workers > 1:
-        from flows.runners import dask_runner
-
         flow_ = compare_methods.with_options(task_runner=dask_runner(dask_address, workers))  # type: ignore[arg-type]
-    from flows.runners import run_flow
-
     return run_flow(flow_, data_url, entries, config, True, device, train_workers=workers)

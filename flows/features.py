@@ -35,9 +35,8 @@ def train_features(request: RunRequest, embed_region: Region | None = None) -> d
     ref = create_run(request)
     log.info("run %s: %s, epoch %d of %d", ref.run_url, method, ref.epochs_done, ref.epochs)
     progress: Any = None
-    if ref.epochs:
+    if ref.epochs:  # no progress artifact or bar for a method that does not train
         progress = create_progress_artifact(100.0 * ref.epochs_done / ref.epochs, description=f"{method} training")
-    if ref.epochs:  # no bar for a method that does not train
         emit(f"train {method}", ref.epochs_done, ref.epochs)
     for epoch in range(ref.epochs_done, ref.epochs):
         if ref.has_prepare:

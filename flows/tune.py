@@ -83,11 +83,9 @@ def tune(spec: TuneSpec, parallel: int = 1) -> dict[str, Any]:
 def run_tune(spec: TuneSpec, workers: int = 1, dask_address: str | None = None) -> dict[str, Any]:
     """Run ``tune`` ad hoc: ``workers`` trials side by side on a Dask runner (``dask_address``, else a
     LocalCluster of that many single-threaded workers); one at a time in this process otherwise."""
+    from flows.runners import dask_runner, run_flow
+
     flow_ = tune
     if workers > 1 or dask_address:
-        from flows.runners import dask_runner
-
         flow_ = tune.with_options(task_runner=dask_runner(dask_address, workers))  # type: ignore[arg-type]
-    from flows.runners import run_flow
-
     return run_flow(flow_, spec, workers)

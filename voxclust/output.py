@@ -9,6 +9,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from lib.report.table import duration
 from voxclust.common import out
 
 
@@ -61,23 +62,9 @@ def print_ui_link(result: dict[str, Any]) -> None:
 def _cell(column: str, value: Any) -> str:
     if value is None:
         return "–"
-    if column == "train_seconds":
-        return duration(value)
+    if column == "train_seconds":  # the report's units; "–" for a method that does not train
+        return duration(value) if value else "–"
     return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-
-def duration(seconds: float) -> str:
-    """``–`` (no training), ``<1 s``, ``41 s``, ``2 min 5 s``, ``1 h 3 min``."""
-    if not seconds:
-        return "–"
-    if seconds < 1:
-        return "<1 s"
-    s = round(seconds)
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s"
-    return f"{s // 3600} h {s % 3600 // 60} min"
 
 
 def print_report(result: dict[str, Any], as_json: bool) -> None:
@@ -95,7 +82,9 @@ def print_report(result: dict[str, Any], as_json: bool) -> None:
     out.print(table)
     for row in result["rows"]:
         if row.get("error"):
-            out.print(f"[yellow]{row['name']}[/yellow]: {row['error']}", highlight=False, soft_wrap=True)
+            out.print(
+                f"[yellow]{escape(row['name'])}[/yellow]: {escape(str(row['error']))}", highlight=False, soft_wrap=True
+            )
     split = result.get("scored_split")
     if split:
         scored = "the test split" if split == "test" else f"all {result.get('n_items')} items"
@@ -111,15 +100,9 @@ def print_report(result: dict[str, Any], as_json: bool) -> None:
     print_ui_link(result)
 
 
-def redacted(url: str) -> str:
-    from lib.tune.study import redact
-
-    return redact(url)
-
-
 def print_tune(summary: dict[str, Any]) -> None:
     rows = summary["trials"]
-    table = Table(title=f"trials of study {summary['study']} ({summary['objective']}, maximised)")
+    table = Table(title=f"trials of study {escape(summary['study'])} ({summary['objective']}, maximised)")
     columns = list(dict.fromkeys(k for r in rows for k in r if k not in ("run", "error")))
     for c in columns:
         table.add_column(c, justify="right" if c not in ("state",) else "left")

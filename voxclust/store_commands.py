@@ -128,9 +128,7 @@ def demo_batch(
 @app.command(short_help="Voxelize a scan batch into a voxel store.")
 def voxelize(
     batch_url: Annotated[str, typer.Argument(help="the scan batch: a folder, file:// or s3:// prefix")],
-    store_url: Annotated[
-        str | None, typer.Option("--store", metavar="URL", help="the voxel store (created if missing)")
-    ] = None,
+    store_url: NewStore = None,
     old_out: OldOut = None,
     resolution: Resolution = None,
     mode: Mode = None,
@@ -174,9 +172,7 @@ def voxelize(
 @app.command("import", short_help="Import voxel grids from an .npz file into a voxel store.")
 def import_grids(
     file: Annotated[Path, typer.Argument(help=".npz with X_train/y_train/X_test/y_test (or X/y/split)")],
-    store_url: Annotated[
-        str | None, typer.Option("--store", metavar="URL", help="the voxel store (created if missing)")
-    ] = None,
+    store_url: NewStore = None,
     old_out: OldOut = None,
     classes: Annotated[str | None, typer.Option(help="comma-separated class names for label numbers")] = None,
     batch_name: BatchName = None,

@@ -27,7 +27,7 @@ from voxclust.options import (
     parse_options,
     resolve_store,
 )
-from voxclust.output import print_path, print_tune, print_ui_link, redacted
+from voxclust.output import print_path, print_tune, print_ui_link
 
 app = typer.Typer()
 
@@ -153,6 +153,7 @@ def tune(
         open_store(data_url)
         from lib.settings import settings
         from lib.tune import make_spec
+        from lib.tune.study import redact
 
         workers = settings(train_workers=train_workers).train_workers
         spec = make_spec(
@@ -172,7 +173,7 @@ def tune(
         )
         if not as_json:
             err.print(
-                f"study {escape(spec.study_name)!r} in {escape(redacted(spec.storage))}: {spec.trials} trials, "
+                f"study {escape(spec.study_name)!r} in {escape(redact(spec.storage))}: {spec.trials} trials, "
                 f"{spec.objective}",
                 soft_wrap=True,
                 highlight=False,
